@@ -1,0 +1,925 @@
+//! SRTP/SRTCP contexts: session keys derived from master keys, per-SSRC stream state (ROC,
+//! replay window), and the in-place protect / unprotect / re-key operations.
+//!
+//! A context serves one direction: protect with the context of the outgoing leg, unprotect
+//! with the context of the incoming one. Stream state is kept in a table preallocated at
+//! creation, so no packet ever allocates, not even the first packet of a new SSRC.
+
+use hmac::Mac;
+use ring::aead;
+
+use crate::crypto::{self, AesCtr, HmacSha1};
+use crate::replay::{ReplayWindow, MAX_REPLAY_WINDOW, WINDOW_WORDS};
+use crate::{rtcp, rtp, Error, SrtpProfile};
+
+/// The longest MKI edgeway accepts, in bytes.
+pub const MAX_MKI_LEN: usize = 4;
+/// The most bytes protection may add to a packet: SRTCP index, MKI and a 16-byte tag.
+pub const MAX_TRAILER_LEN: usize = 4 + MAX_MKI_LEN + 16;
+
+const SRTCP_E_FLAG: u32 = 0x8000_0000;
+const SRTCP_INDEX_MAX: u64 = 0x7fff_ffff;
+
+/// A master key and salt, with the MKI that names it on the wire (if MKI is used).
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKey {
+    key: [u8; 32],
+    key_len: u8,
+    salt: [u8; 14],
+    salt_len: u8,
+    mki: [u8; MAX_MKI_LEN],
+    mki_len: u8,
+}
+
+impl core::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // Never print key material.
+        f.debug_struct("MasterKey")
+            .field("key_len", &self.key_len)
+            .field("salt_len", &self.salt_len)
+            .field("mki", &self.mki())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MasterKey {
+    /// A master key for `profile`; key and salt lengths must match the profile.
+    pub fn new(profile: SrtpProfile, key: &[u8], salt: &[u8]) -> Result<Self, Error> {
+        let check = |what, expected: usize, got: usize| {
+            if expected == got {
+                Ok(())
+            } else {
+                Err(Error::KeyLength {
+                    what,
+                    profile: profile.sdes_name(),
+                    expected,
+                    got,
+                })
+            }
+        };
+        check("master key", profile.master_key_len(), key.len())?;
+        check("master salt", profile.master_salt_len(), salt.len())?;
+        let mut mk = MasterKey {
+            key: [0; 32],
+            key_len: key.len() as u8,
+            salt: [0; 14],
+            salt_len: salt.len() as u8,
+            mki: [0; MAX_MKI_LEN],
+            mki_len: 0,
+        };
+        mk.key[..key.len()].copy_from_slice(key);
+        mk.salt[..salt.len()].copy_from_slice(salt);
+        Ok(mk)
+    }
+
+    /// Splits the concatenated `key || salt` form that SDES and libsrtp use.
+    pub fn from_concatenated(profile: SrtpProfile, key_salt: &[u8]) -> Result<Self, Error> {
+        let kl = profile.master_key_len();
+        if key_salt.len() != kl + profile.master_salt_len() {
+            return Err(Error::KeyLength {
+                what: "master key and salt",
+                profile: profile.sdes_name(),
+                expected: kl + profile.master_salt_len(),
+                got: key_salt.len(),
+            });
+        }
+        Self::new(profile, &key_salt[..kl], &key_salt[kl..])
+    }
+
+    /// Names the key with an MKI of 1 to [`MAX_MKI_LEN`] bytes.
+    pub fn with_mki(mut self, mki: &[u8]) -> Result<Self, Error> {
+        if mki.is_empty() || mki.len() > MAX_MKI_LEN {
+            return Err(Error::KeyLength {
+                what: "MKI",
+                profile: "any profile",
+                expected: MAX_MKI_LEN,
+                got: mki.len(),
+            });
+        }
+        self.mki[..mki.len()].copy_from_slice(mki);
+        self.mki_len = mki.len() as u8;
+        Ok(self)
+    }
+
+    /// The master key.
+    pub fn key(&self) -> &[u8] {
+        &self.key[..usize::from(self.key_len)]
+    }
+    /// The master salt.
+    pub fn salt(&self) -> &[u8] {
+        &self.salt[..usize::from(self.salt_len)]
+    }
+    /// The MKI, empty when none.
+    pub fn mki(&self) -> &[u8] {
+        &self.mki[..usize::from(self.mki_len)]
+    }
+}
+
+/// Everything a context needs besides the keys' secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SrtpConfig {
+    /// The protection profile.
+    pub profile: SrtpProfile,
+    /// Master keys; the first protects outgoing packets. With more than one, all must carry
+    /// MKIs of the same length and incoming packets pick theirs by MKI.
+    pub keys: Vec<MasterKey>,
+    /// Replay window in packets (RFC 3711 minimum 64, at most [`MAX_REPLAY_WINDOW`]).
+    /// The default of 1024 absorbs the reordering of video key-frame bursts.
+    pub replay_window: u32,
+    /// SSRCs tracked per context; the least recently used is evicted when a new one arrives.
+    pub max_streams: usize,
+    /// Allow protecting the same index twice (retransmission). Off by default: reusing an
+    /// index with different content reuses keystream.
+    pub allow_repeat_tx: bool,
+    /// Encrypt SRTP payloads (false: RFC 4568 `UNENCRYPTED_SRTP`, counter-mode profiles only).
+    pub encrypt_rtp: bool,
+    /// Encrypt SRTCP (false: RFC 4568 `UNENCRYPTED_SRTCP`, counter-mode profiles only).
+    pub encrypt_rtcp: bool,
+}
+
+impl SrtpConfig {
+    /// A configuration with one master key and the defaults.
+    pub fn new(profile: SrtpProfile, key: MasterKey) -> Self {
+        SrtpConfig {
+            profile,
+            keys: vec![key],
+            replay_window: 1024,
+            max_streams: 4,
+            allow_repeat_tx: false,
+            encrypt_rtp: true,
+            encrypt_rtcp: true,
+        }
+    }
+}
+
+/// Session keys derived from one master key.
+// Kept inline, not boxed: one pointer chase less per packet.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+enum SessionKeys {
+    Cm {
+        rtp_cipher: AesCtr,
+        rtp_auth: HmacSha1,
+        rtp_salt: [u8; 14],
+        rtcp_cipher: AesCtr,
+        rtcp_auth: HmacSha1,
+        rtcp_salt: [u8; 14],
+    },
+    Gcm {
+        rtp: aead::LessSafeKey,
+        rtp_salt: [u8; 12],
+        rtcp: aead::LessSafeKey,
+        rtcp_salt: [u8; 12],
+    },
+}
+
+impl SessionKeys {
+    fn derive(profile: SrtpProfile, mk: &MasterKey) -> Self {
+        let (key, salt) = (mk.key(), mk.salt());
+        let mut enc = [0u8; 32];
+        let enc = &mut enc[..profile.master_key_len()];
+        if profile.is_aead() {
+            let mut rtp_salt = [0u8; 12];
+            let mut rtcp_salt = [0u8; 12];
+            crypto::derive(key, salt, 0, enc);
+            let rtp = crypto::gcm_key(enc);
+            crypto::derive(key, salt, 2, &mut rtp_salt);
+            crypto::derive(key, salt, 3, enc);
+            let rtcp = crypto::gcm_key(enc);
+            crypto::derive(key, salt, 5, &mut rtcp_salt);
+            enc.fill(0);
+            SessionKeys::Gcm {
+                rtp,
+                rtp_salt,
+                rtcp,
+                rtcp_salt,
+            }
+        } else {
+            let mut auth = [0u8; 20];
+            let mut rtp_salt = [0u8; 14];
+            let mut rtcp_salt = [0u8; 14];
+            crypto::derive(key, salt, 0, enc);
+            let rtp_cipher = AesCtr::new(enc);
+            crypto::derive(key, salt, 1, &mut auth);
+            let rtp_auth = crypto::hmac_sha1(&auth);
+            crypto::derive(key, salt, 2, &mut rtp_salt);
+            crypto::derive(key, salt, 3, enc);
+            let rtcp_cipher = AesCtr::new(enc);
+            crypto::derive(key, salt, 4, &mut auth);
+            let rtcp_auth = crypto::hmac_sha1(&auth);
+            crypto::derive(key, salt, 5, &mut rtcp_salt);
+            enc.fill(0);
+            auth.fill(0);
+            SessionKeys::Cm {
+                rtp_cipher,
+                rtp_auth,
+                rtp_salt,
+                rtcp_cipher,
+                rtcp_auth,
+                rtcp_salt,
+            }
+        }
+    }
+}
+
+impl SessionKeys {
+    /// Session keys given directly (test vectors state them below the KDF).
+    fn from_session(profile: SrtpProfile, enc: &[u8], salt: &[u8], auth: &[u8]) -> Self {
+        if profile.is_aead() {
+            let mut s = [0u8; 12];
+            s.copy_from_slice(&salt[..12]);
+            SessionKeys::Gcm {
+                rtp: crypto::gcm_key(enc),
+                rtp_salt: s,
+                rtcp: crypto::gcm_key(enc),
+                rtcp_salt: s,
+            }
+        } else {
+            let mut s = [0u8; 14];
+            s.copy_from_slice(&salt[..14]);
+            SessionKeys::Cm {
+                rtp_cipher: AesCtr::new(enc),
+                rtp_auth: crypto::hmac_sha1(auth),
+                rtp_salt: s,
+                rtcp_cipher: AesCtr::new(enc),
+                rtcp_auth: crypto::hmac_sha1(auth),
+                rtcp_salt: s,
+            }
+        }
+    }
+}
+
+/// Replay and rollover state of one SSRC in one direction.
+#[derive(Clone, Debug)]
+struct Stream {
+    ssrc: u32,
+    window: ReplayWindow,
+    last_used: u64,
+}
+
+/// Whether a checkpoint belongs to the SRTP or the SRTCP stream table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// SRTP: the index is ROC << 16 | SEQ.
+    Rtp,
+    /// SRTCP: the index is the 31-bit SRTCP index.
+    Rtcp,
+}
+
+/// The resumable state of one stream: enough for a restarted worker to continue without
+/// replay or rollover errors. Plain data; copy it wherever checkpoints are kept.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StreamCheckpoint {
+    /// SRTP or SRTCP.
+    pub kind: StreamKind,
+    /// The stream's SSRC.
+    pub ssrc: u32,
+    /// Highest index accepted (SRTP: ROC << 16 | SEQ).
+    pub highest_index: u64,
+    /// Replay bitmap (ring indexed by `index % MAX_REPLAY_WINDOW`).
+    pub window: [u64; WINDOW_WORDS],
+}
+
+impl core::fmt::Debug for StreamCheckpoint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StreamCheckpoint")
+            .field("kind", &self.kind)
+            .field("ssrc", &format_args!("{:#010x}", self.ssrc))
+            .field("highest_index", &self.highest_index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StreamCheckpoint {
+    /// The rollover counter (SRTP streams).
+    pub fn roc(&self) -> u32 {
+        (self.highest_index >> 16) as u32
+    }
+}
+
+/// Fixed-capacity SSRC table with least-recently-used eviction.
+#[derive(Clone, Debug)]
+struct Streams {
+    list: Vec<Stream>,
+    cap: usize,
+    tick: u64,
+}
+
+impl Streams {
+    fn new(cap: usize) -> Self {
+        Streams {
+            list: Vec::with_capacity(cap),
+            cap,
+            tick: 0,
+        }
+    }
+
+    #[inline]
+    fn find(&self, ssrc: u32) -> Option<usize> {
+        self.list.iter().position(|s| s.ssrc == ssrc)
+    }
+
+    /// The slot for `ssrc`, creating it (evicting the least recently used) if needed.
+    #[inline]
+    fn slot(&mut self, ssrc: u32) -> usize {
+        self.tick += 1;
+        let i = match self.find(ssrc) {
+            Some(i) => i,
+            None if self.list.len() < self.cap => {
+                self.list.push(Stream {
+                    ssrc,
+                    window: ReplayWindow::new(),
+                    last_used: 0,
+                });
+                self.list.len() - 1
+            }
+            None => {
+                let (i, _) = self
+                    .list
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.last_used)
+                    .unwrap_or((0, &self.list[0]));
+                self.list[i] = Stream {
+                    ssrc,
+                    window: ReplayWindow::new(),
+                    last_used: 0,
+                };
+                i
+            }
+        };
+        self.list[i].last_used = self.tick;
+        i
+    }
+}
+
+/// One direction of SRTP protection for one leg: keys, profile and per-SSRC state.
+#[derive(Clone)]
+pub struct SrtpContext {
+    profile: SrtpProfile,
+    /// (MKI, keys); the first protects.
+    keys: Vec<(MasterKey, SessionKeys)>,
+    mki_len: usize,
+    window: u32,
+    allow_repeat_tx: bool,
+    encrypt_rtp: bool,
+    encrypt_rtcp: bool,
+    rtp: Streams,
+    rtcp: Streams,
+}
+
+impl core::fmt::Debug for SrtpContext {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SrtpContext")
+            .field("profile", &self.profile)
+            .field("keys", &self.keys.len())
+            .field("mki_len", &self.mki_len)
+            .field("rtp_streams", &self.rtp.list.len())
+            .field("rtcp_streams", &self.rtcp.list.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// RFC 3711 §3.3.1 / Appendix A: the index of `seq` given the highest index seen.
+#[inline]
+fn estimate_index(window: &ReplayWindow, seq: u16) -> Result<u64, Error> {
+    if !window.started {
+        return Ok(u64::from(seq));
+    }
+    let roc = window.highest >> 16;
+    let s_l = window.highest as u16;
+    let v = if s_l < 0x8000 {
+        if u32::from(seq) > u32::from(s_l) + 0x8000 {
+            match roc.checked_sub(1) {
+                Some(v) => v,
+                // Would precede index 0: treat it as older than anything we accept.
+                None => {
+                    return Err(Error::TooOld {
+                        index: u64::from(seq),
+                    })
+                }
+            }
+        } else {
+            roc
+        }
+    } else if u32::from(s_l) - 0x8000 > u32::from(seq) {
+        (roc + 1) & 0xffff_ffff
+    } else {
+        roc
+    };
+    Ok((v << 16) | u64::from(seq))
+}
+
+#[inline]
+fn cm_iv(salt: &[u8; 14], ssrc: u32, index: u64) -> [u8; 16] {
+    let mut iv = [0u8; 16];
+    iv[..14].copy_from_slice(salt);
+    for (d, s) in iv[4..8].iter_mut().zip(ssrc.to_be_bytes()) {
+        *d ^= s;
+    }
+    for (d, s) in iv[8..14].iter_mut().zip(&index.to_be_bytes()[2..8]) {
+        *d ^= s;
+    }
+    iv
+}
+
+#[inline]
+fn gcm_nonce(salt: &[u8; 12], ssrc: u32, high: u32, low: u32) -> aead::Nonce {
+    let mut n = [0u8; 12];
+    n[2..6].copy_from_slice(&ssrc.to_be_bytes());
+    n[6..8].copy_from_slice(&high.to_be_bytes()[2..4]);
+    n[8..12].copy_from_slice(&low.to_be_bytes());
+    // SRTP: 00 00 || SSRC || ROC || SEQ. The caller passes ROC's high half in `high`.
+    for (d, s) in n.iter_mut().zip(salt) {
+        *d ^= s;
+    }
+    aead::Nonce::assume_unique_for_key(n)
+}
+
+#[inline]
+fn read_u32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+impl SrtpContext {
+    /// Derives the session keys and preallocates the stream tables.
+    pub fn new(config: &SrtpConfig) -> Result<Self, Error> {
+        let profile = config.profile;
+        let Some(first) = config.keys.first() else {
+            return Err(Error::Config("no master key"));
+        };
+        let mki_len = first.mki().len();
+        if config.keys.len() > 1 && mki_len == 0 {
+            return Err(Error::Config(
+                "several master keys need MKIs to tell them apart",
+            ));
+        }
+        if config.keys.iter().any(|k| k.mki().len() != mki_len) {
+            return Err(Error::Config(
+                "all MKIs of a context must have the same length",
+            ));
+        }
+        if !(64..=MAX_REPLAY_WINDOW).contains(&config.replay_window) {
+            return Err(Error::Config("replay window must be 64 to 4096 packets"));
+        }
+        if config.max_streams == 0 {
+            return Err(Error::Config("max_streams must be at least 1"));
+        }
+        if profile.is_aead() && !(config.encrypt_rtp && config.encrypt_rtcp) {
+            return Err(Error::Config(
+                "unencrypted modes are not supported with AEAD profiles",
+            ));
+        }
+        let mut keys = Vec::with_capacity(config.keys.len());
+        for mk in &config.keys {
+            MasterKey::new(profile, mk.key(), mk.salt())?;
+            keys.push((mk.clone(), SessionKeys::derive(profile, mk)));
+        }
+        Ok(SrtpContext {
+            profile,
+            keys,
+            mki_len,
+            window: config.replay_window,
+            allow_repeat_tx: config.allow_repeat_tx,
+            encrypt_rtp: config.encrypt_rtp,
+            encrypt_rtcp: config.encrypt_rtcp,
+            rtp: Streams::new(config.max_streams),
+            rtcp: Streams::new(config.max_streams),
+        })
+    }
+
+    /// A context whose RTP and RTCP session keys are given directly, bypassing key derivation.
+    /// Only for known-answer tests: real sessions derive keys from a master key.
+    pub(crate) fn danger_from_session_keys(
+        profile: SrtpProfile,
+        enc: &[u8],
+        salt: &[u8],
+        auth: &[u8],
+    ) -> Result<Self, Error> {
+        let placeholder = MasterKey::new(
+            profile,
+            &[0; 32][..profile.master_key_len()],
+            &[0; 14][..profile.master_salt_len()],
+        )?;
+        if enc.len() != profile.master_key_len() || salt.len() != profile.master_salt_len() {
+            return Err(Error::Config(
+                "session key or salt length does not match the profile",
+            ));
+        }
+        let mut ctx = SrtpContext::new(&SrtpConfig::new(profile, placeholder.clone()))?;
+        ctx.keys[0] = (
+            placeholder,
+            SessionKeys::from_session(profile, enc, salt, auth),
+        );
+        Ok(ctx)
+    }
+
+    /// The context's profile.
+    pub fn profile(&self) -> SrtpProfile {
+        self.profile
+    }
+
+    #[inline]
+    fn key_for_mki(&self, mki: &[u8]) -> Result<&SessionKeys, Error> {
+        if self.keys.len() == 1 {
+            // A single key: the MKI must still name it when MKIs are in use.
+            let (mk, sk) = &self.keys[0];
+            return if mk.mki() == mki {
+                Ok(sk)
+            } else {
+                Err(Error::UnknownMki)
+            };
+        }
+        self.keys
+            .iter()
+            .find(|(mk, _)| mk.mki() == mki)
+            .map(|(_, sk)| sk)
+            .ok_or(Error::UnknownMki)
+    }
+
+    /// Protects the RTP packet in `buf[..len]` in place and returns the SRTP length. `buf`
+    /// must have room for the tag and MKI after `len` ([`MAX_TRAILER_LEN`] always suffices).
+    pub fn protect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
+        let pkt = buf.get(..len).ok_or(Error::BufferTooSmall {
+            needed: len,
+            cap: buf.len(),
+        })?;
+        let hdr = rtp::header_len(pkt)?;
+        let tag_len = self.profile.rtp_tag_len();
+        let out_len = len + self.mki_len + tag_len;
+        if out_len > buf.len() {
+            return Err(Error::BufferTooSmall {
+                needed: out_len,
+                cap: buf.len(),
+            });
+        }
+        let ssrc = read_u32(&buf[8..12]);
+        let seq = u16::from_be_bytes([buf[2], buf[3]]);
+        let slot = self.rtp.slot(ssrc);
+        let stream = &mut self.rtp.list[slot];
+        let index = estimate_index(&stream.window, seq)?;
+        if !self.allow_repeat_tx {
+            stream.window.check(index, self.window)?;
+        }
+        stream.window.accept(index);
+        let roc = (index >> 16) as u32;
+        let (mk, keys) = &self.keys[0];
+        match keys {
+            SessionKeys::Cm {
+                rtp_cipher,
+                rtp_auth,
+                rtp_salt,
+                ..
+            } => {
+                if self.encrypt_rtp {
+                    rtp_cipher.apply_keystream(&cm_iv(rtp_salt, ssrc, index), &mut buf[hdr..len]);
+                }
+                let mut mac = rtp_auth.clone();
+                mac.update(&buf[..len]);
+                mac.update(&roc.to_be_bytes());
+                let tag = mac.finalize().into_bytes();
+                buf[len..len + self.mki_len].copy_from_slice(mk.mki());
+                buf[len + self.mki_len..out_len].copy_from_slice(&tag[..tag_len]);
+            }
+            SessionKeys::Gcm { rtp, rtp_salt, .. } => {
+                let nonce = gcm_nonce(rtp_salt, ssrc, roc >> 16, (roc << 16) | u32::from(seq));
+                let (head, body) = buf.split_at_mut(hdr);
+                let tag = rtp
+                    .seal_in_place_separate_tag(
+                        nonce,
+                        aead::Aad::from(&*head),
+                        &mut body[..len - hdr],
+                    )
+                    .map_err(|_| Error::BufferTooSmall {
+                        needed: len,
+                        cap: 1 << 36,
+                    })?;
+                buf[len..len + tag_len].copy_from_slice(tag.as_ref());
+                buf[len + tag_len..out_len].copy_from_slice(mk.mki());
+            }
+        }
+        Ok(out_len)
+    }
+
+    /// Verifies and decrypts the SRTP packet in `buf[..len]` in place and returns the RTP
+    /// length. Nothing in the context changes unless the packet authenticates.
+    pub fn unprotect_rtp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
+        let pkt = buf.get(..len).ok_or(Error::BufferTooSmall {
+            needed: len,
+            cap: buf.len(),
+        })?;
+        let hdr = rtp::header_len(pkt)?;
+        let tag_len = self.profile.rtp_tag_len();
+        let min = hdr + self.mki_len + tag_len;
+        if len < min {
+            return Err(Error::TooShort { len, min });
+        }
+        let ssrc = read_u32(&buf[8..12]);
+        let seq = u16::from_be_bytes([buf[2], buf[3]]);
+        let existing = self.rtp.find(ssrc);
+        let index = match existing {
+            Some(i) => {
+                let w = &self.rtp.list[i].window;
+                let index = estimate_index(w, seq)?;
+                w.check(index, self.window)?;
+                index
+            }
+            None => u64::from(seq),
+        };
+        let roc = (index >> 16) as u32;
+        let plain_len = len - self.mki_len - tag_len;
+        match self.profile.is_aead() {
+            false => {
+                let mki = &buf[plain_len..plain_len + self.mki_len];
+                let SessionKeys::Cm {
+                    rtp_cipher,
+                    rtp_auth,
+                    rtp_salt,
+                    ..
+                } = self.key_for_mki(mki)?
+                else {
+                    unreachable!("counter-mode profile has counter-mode keys")
+                };
+                let mut mac = rtp_auth.clone();
+                mac.update(&buf[..plain_len]);
+                mac.update(&roc.to_be_bytes());
+                mac.verify_truncated_left(&buf[len - tag_len..len])
+                    .map_err(|_| Error::AuthFailed)?;
+                if self.encrypt_rtp {
+                    rtp_cipher
+                        .apply_keystream(&cm_iv(rtp_salt, ssrc, index), &mut buf[hdr..plain_len]);
+                }
+            }
+            true => {
+                let mki = &buf[len - self.mki_len..len];
+                let SessionKeys::Gcm { rtp, rtp_salt, .. } = self.key_for_mki(mki)? else {
+                    unreachable!("AEAD profile has AEAD keys")
+                };
+                let nonce = gcm_nonce(rtp_salt, ssrc, roc >> 16, (roc << 16) | u32::from(seq));
+                let (head, body) = buf.split_at_mut(hdr);
+                rtp.open_in_place(
+                    nonce,
+                    aead::Aad::from(&*head),
+                    &mut body[..len - self.mki_len - hdr],
+                )
+                .map_err(|_| Error::AuthFailed)?;
+            }
+        }
+        let slot = match existing {
+            Some(i) => {
+                self.rtp.tick += 1;
+                self.rtp.list[i].last_used = self.rtp.tick;
+                i
+            }
+            None => self.rtp.slot(ssrc),
+        };
+        self.rtp.list[slot].window.accept(index);
+        Ok(plain_len)
+    }
+
+    /// Protects the compound RTCP packet in `buf[..len]` in place and returns the SRTCP length.
+    pub fn protect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
+        let pkt = buf.get(..len).ok_or(Error::BufferTooSmall {
+            needed: len,
+            cap: buf.len(),
+        })?;
+        let ssrc = rtcp::check_first_header(pkt)?;
+        let tag_len = self.profile.rtcp_tag_len();
+        let out_len = len + 4 + self.mki_len + tag_len;
+        if out_len > buf.len() {
+            return Err(Error::BufferTooSmall {
+                needed: out_len,
+                cap: buf.len(),
+            });
+        }
+        let slot = self.rtcp.slot(ssrc);
+        let window = &mut self.rtcp.list[slot].window;
+        let index = if window.started {
+            window.highest + 1
+        } else {
+            1
+        };
+        if index > SRTCP_INDEX_MAX {
+            return Err(Error::IndexExhausted);
+        }
+        window.accept(index);
+        let (mk, keys) = &self.keys[0];
+        let const_e = if self.encrypt_rtcp { SRTCP_E_FLAG } else { 0 };
+        let e_index = (const_e | index as u32).to_be_bytes();
+        const CLEAR: usize = rtcp::SRTCP_CLEAR_LEN;
+        match keys {
+            SessionKeys::Cm {
+                rtcp_cipher,
+                rtcp_auth,
+                rtcp_salt,
+                ..
+            } => {
+                if self.encrypt_rtcp {
+                    let iv = cm_iv(rtcp_salt, ssrc, index);
+                    rtcp_cipher.apply_keystream(&iv, &mut buf[CLEAR..len]);
+                }
+                buf[len..len + 4].copy_from_slice(&e_index);
+                let mut mac = rtcp_auth.clone();
+                mac.update(&buf[..len + 4]);
+                let tag = mac.finalize().into_bytes();
+                buf[len + 4..len + 4 + self.mki_len].copy_from_slice(mk.mki());
+                buf[len + 4 + self.mki_len..out_len].copy_from_slice(&tag[..tag_len]);
+            }
+            SessionKeys::Gcm {
+                rtcp, rtcp_salt, ..
+            } => {
+                let nonce = gcm_nonce(rtcp_salt, ssrc, 0, index as u32);
+                let mut aad = [0u8; CLEAR + 4];
+                aad[..CLEAR].copy_from_slice(&buf[..CLEAR]);
+                aad[CLEAR..].copy_from_slice(&e_index);
+                let tag = rtcp
+                    .seal_in_place_separate_tag(nonce, aead::Aad::from(aad), &mut buf[CLEAR..len])
+                    .map_err(|_| Error::BufferTooSmall {
+                        needed: len,
+                        cap: 1 << 36,
+                    })?;
+                buf[len..len + tag_len].copy_from_slice(tag.as_ref());
+                buf[len + tag_len..len + tag_len + 4].copy_from_slice(&e_index);
+                buf[len + tag_len + 4..out_len].copy_from_slice(mk.mki());
+            }
+        }
+        Ok(out_len)
+    }
+
+    /// Verifies and decrypts the SRTCP packet in `buf[..len]` in place and returns the RTCP
+    /// length. Honours the E flag of the packet.
+    pub fn unprotect_rtcp(&mut self, buf: &mut [u8], len: usize) -> Result<usize, Error> {
+        let pkt = buf.get(..len).ok_or(Error::BufferTooSmall {
+            needed: len,
+            cap: buf.len(),
+        })?;
+        let ssrc = rtcp::check_first_header(pkt)?;
+        let tag_len = self.profile.rtcp_tag_len();
+        const CLEAR: usize = rtcp::SRTCP_CLEAR_LEN;
+        let min = CLEAR + 4 + self.mki_len + tag_len;
+        if len < min {
+            return Err(Error::TooShort { len, min });
+        }
+        let plain_len = len - 4 - self.mki_len - tag_len;
+        // Counter mode: ... | E+index | MKI | tag.  GCM: ... | tag | E+index | MKI.
+        let idx_at = if self.profile.is_aead() {
+            plain_len + tag_len
+        } else {
+            plain_len
+        };
+        let e_index = read_u32(&buf[idx_at..idx_at + 4]);
+        let encrypted = e_index & SRTCP_E_FLAG != 0;
+        let index = u64::from(e_index & !SRTCP_E_FLAG);
+        let existing = self.rtcp.find(ssrc);
+        if let Some(i) = existing {
+            self.rtcp.list[i].window.check(index, self.window)?;
+        }
+        match self.profile.is_aead() {
+            false => {
+                let mki = &buf[plain_len + 4..plain_len + 4 + self.mki_len];
+                let SessionKeys::Cm {
+                    rtcp_cipher,
+                    rtcp_auth,
+                    rtcp_salt,
+                    ..
+                } = self.key_for_mki(mki)?
+                else {
+                    unreachable!("counter-mode profile has counter-mode keys")
+                };
+                let mut mac = rtcp_auth.clone();
+                mac.update(&buf[..plain_len + 4]);
+                mac.verify_truncated_left(&buf[len - tag_len..len])
+                    .map_err(|_| Error::AuthFailed)?;
+                if encrypted {
+                    let iv = cm_iv(rtcp_salt, ssrc, index);
+                    rtcp_cipher.apply_keystream(&iv, &mut buf[CLEAR..plain_len]);
+                }
+            }
+            true => {
+                let mki = &buf[len - self.mki_len..len];
+                let SessionKeys::Gcm {
+                    rtcp, rtcp_salt, ..
+                } = self.key_for_mki(mki)?
+                else {
+                    unreachable!("AEAD profile has AEAD keys")
+                };
+                let nonce = gcm_nonce(rtcp_salt, ssrc, 0, index as u32);
+                if encrypted {
+                    let mut aad = [0u8; CLEAR + 4];
+                    aad[..CLEAR].copy_from_slice(&buf[..CLEAR]);
+                    aad[CLEAR..].copy_from_slice(&e_index.to_be_bytes());
+                    rtcp.open_in_place(
+                        nonce,
+                        aead::Aad::from(aad),
+                        &mut buf[CLEAR..plain_len + tag_len],
+                    )
+                    .map_err(|_| Error::AuthFailed)?;
+                } else {
+                    // RFC 7714 §9.2, authentication only: the whole packet and the E+index
+                    // word are associated data. Move the tag aside so they are contiguous.
+                    let mut tag = [0u8; 16];
+                    tag.copy_from_slice(&buf[plain_len..plain_len + 16]);
+                    buf[plain_len..plain_len + 4].copy_from_slice(&e_index.to_be_bytes());
+                    rtcp.open_in_place(nonce, aead::Aad::from(&buf[..plain_len + 4]), &mut tag)
+                        .map_err(|_| Error::AuthFailed)?;
+                }
+            }
+        }
+        let slot = match existing {
+            Some(i) => i,
+            None => self.rtcp.slot(ssrc),
+        };
+        self.rtcp.list[slot].window.accept(index);
+        Ok(plain_len)
+    }
+
+    /// The state of every stream, for a checkpoint.
+    pub fn checkpoints(&self) -> impl Iterator<Item = StreamCheckpoint> + '_ {
+        let rtp = self.rtp.list.iter().map(|s| (StreamKind::Rtp, s));
+        let rtcp = self.rtcp.list.iter().map(|s| (StreamKind::Rtcp, s));
+        rtp.chain(rtcp)
+            .filter(|(_, s)| s.window.started)
+            .map(|(kind, s)| StreamCheckpoint {
+                kind,
+                ssrc: s.ssrc,
+                highest_index: s.window.highest,
+                window: s.window.bits,
+            })
+    }
+
+    /// Restores one stream from a checkpoint taken by [`SrtpContext::checkpoints`] (replacing
+    /// any state the context has for that SSRC).
+    pub fn restore(&mut self, cp: &StreamCheckpoint) {
+        let streams = match cp.kind {
+            StreamKind::Rtp => &mut self.rtp,
+            StreamKind::Rtcp => &mut self.rtcp,
+        };
+        let slot = streams.slot(cp.ssrc);
+        let w = &mut streams.list[slot].window;
+        w.started = true;
+        w.highest = cp.highest_index;
+        w.bits = cp.window;
+    }
+}
+
+/// How a leg carries media: in clear or under an SRTP context.
+#[derive(Debug, Clone)]
+pub enum LegCrypto {
+    /// Plain RTP/RTCP (the inside leg to a non-secure phone).
+    Plain,
+    /// SRTP/SRTCP with this context.
+    Srtp(SrtpContext),
+}
+
+/// Moves the RTP or SRTP packet in `buf[..len]` from the `inbound` leg's protection to the
+/// `outbound` leg's, in place: SRTP to SRTP, SRTP to RTP or RTP to SRTP. Returns the new
+/// length. The inbound replay window only advances when the packet authenticates.
+#[inline]
+pub fn rekey_rtp(
+    inbound: &mut LegCrypto,
+    outbound: &mut LegCrypto,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<usize, Error> {
+    let len = match inbound {
+        LegCrypto::Plain => {
+            let pkt = buf.get(..len).ok_or(Error::BufferTooSmall {
+                needed: len,
+                cap: buf.len(),
+            })?;
+            rtp::header_len(pkt)?;
+            len
+        }
+        LegCrypto::Srtp(ctx) => ctx.unprotect_rtp(buf, len)?,
+    };
+    match outbound {
+        LegCrypto::Plain => Ok(len),
+        LegCrypto::Srtp(ctx) => ctx.protect_rtp(buf, len),
+    }
+}
+
+/// [`rekey_rtp`] for RTCP/SRTCP.
+#[inline]
+pub fn rekey_rtcp(
+    inbound: &mut LegCrypto,
+    outbound: &mut LegCrypto,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<usize, Error> {
+    let len = match inbound {
+        LegCrypto::Plain => {
+            let pkt = buf.get(..len).ok_or(Error::BufferTooSmall {
+                needed: len,
+                cap: buf.len(),
+            })?;
+            rtcp::check_first_header(pkt)?;
+            len
+        }
+        LegCrypto::Srtp(ctx) => ctx.unprotect_rtcp(buf, len)?,
+    };
+    match outbound {
+        LegCrypto::Plain => Ok(len),
+        LegCrypto::Srtp(ctx) => ctx.protect_rtcp(buf, len),
+    }
+}
