@@ -5,7 +5,6 @@
 //! with the context of the incoming one. Stream state is kept in a table preallocated at
 //! creation, so no packet ever allocates, not even the first packet of a new SSRC.
 
-use hmac::Mac;
 use ring::aead;
 
 use crate::crypto::{self, AesCtr, HmacSha1};
@@ -202,12 +201,12 @@ impl SessionKeys {
             crypto::derive(key, salt, 0, enc);
             let rtp_cipher = AesCtr::new(enc);
             crypto::derive(key, salt, 1, &mut auth);
-            let rtp_auth = crypto::hmac_sha1(&auth);
+            let rtp_auth = HmacSha1::new(&auth);
             crypto::derive(key, salt, 2, &mut rtp_salt);
             crypto::derive(key, salt, 3, enc);
             let rtcp_cipher = AesCtr::new(enc);
             crypto::derive(key, salt, 4, &mut auth);
-            let rtcp_auth = crypto::hmac_sha1(&auth);
+            let rtcp_auth = HmacSha1::new(&auth);
             crypto::derive(key, salt, 5, &mut rtcp_salt);
             enc.fill(0);
             auth.fill(0);
@@ -240,10 +239,10 @@ impl SessionKeys {
             s.copy_from_slice(&salt[..14]);
             SessionKeys::Cm {
                 rtp_cipher: AesCtr::new(enc),
-                rtp_auth: crypto::hmac_sha1(auth),
+                rtp_auth: HmacSha1::new(auth),
                 rtp_salt: s,
                 rtcp_cipher: AesCtr::new(enc),
-                rtcp_auth: crypto::hmac_sha1(auth),
+                rtcp_auth: HmacSha1::new(auth),
                 rtcp_salt: s,
             }
         }
@@ -575,10 +574,7 @@ impl SrtpContext {
                 if self.encrypt_rtp {
                     rtp_cipher.apply_keystream(&cm_iv(rtp_salt, ssrc, index), &mut buf[hdr..len]);
                 }
-                let mut mac = rtp_auth.clone();
-                mac.update(&buf[..len]);
-                mac.update(&roc.to_be_bytes());
-                let tag = mac.finalize().into_bytes();
+                let tag = rtp_auth.tag(&buf[..len], &roc.to_be_bytes());
                 buf[len..len + self.mki_len].copy_from_slice(mk.mki());
                 buf[len + self.mki_len..out_len].copy_from_slice(&tag[..tag_len]);
             }
@@ -641,11 +637,13 @@ impl SrtpContext {
                 else {
                     unreachable!("counter-mode profile has counter-mode keys")
                 };
-                let mut mac = rtp_auth.clone();
-                mac.update(&buf[..plain_len]);
-                mac.update(&roc.to_be_bytes());
-                mac.verify_truncated_left(&buf[len - tag_len..len])
-                    .map_err(|_| Error::AuthFailed)?;
+                if !rtp_auth.verify(
+                    &buf[..plain_len],
+                    &roc.to_be_bytes(),
+                    &buf[len - tag_len..len],
+                ) {
+                    return Err(Error::AuthFailed);
+                }
                 if self.encrypt_rtp {
                     rtp_cipher
                         .apply_keystream(&cm_iv(rtp_salt, ssrc, index), &mut buf[hdr..plain_len]);
@@ -720,9 +718,7 @@ impl SrtpContext {
                     rtcp_cipher.apply_keystream(&iv, &mut buf[CLEAR..len]);
                 }
                 buf[len..len + 4].copy_from_slice(&e_index);
-                let mut mac = rtcp_auth.clone();
-                mac.update(&buf[..len + 4]);
-                let tag = mac.finalize().into_bytes();
+                let tag = rtcp_auth.tag(&buf[..len + 4], &[]);
                 buf[len + 4..len + 4 + self.mki_len].copy_from_slice(mk.mki());
                 buf[len + 4 + self.mki_len..out_len].copy_from_slice(&tag[..tag_len]);
             }
@@ -787,10 +783,9 @@ impl SrtpContext {
                 else {
                     unreachable!("counter-mode profile has counter-mode keys")
                 };
-                let mut mac = rtcp_auth.clone();
-                mac.update(&buf[..plain_len + 4]);
-                mac.verify_truncated_left(&buf[len - tag_len..len])
-                    .map_err(|_| Error::AuthFailed)?;
+                if !rtcp_auth.verify(&buf[..plain_len + 4], &[], &buf[len - tag_len..len]) {
+                    return Err(Error::AuthFailed);
+                }
                 if encrypted {
                     let iv = cm_iv(rtcp_salt, ssrc, index);
                     rtcp_cipher.apply_keystream(&iv, &mut buf[CLEAR..plain_len]);

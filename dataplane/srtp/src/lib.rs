@@ -37,7 +37,7 @@ pub mod sdes;
 
 pub use context::{
     rekey_rtcp, rekey_rtp, LegCrypto, MasterKey, SrtpConfig, SrtpContext, StreamCheckpoint,
-    MAX_MKI_LEN, MAX_TRAILER_LEN,
+    StreamKind, MAX_MKI_LEN, MAX_TRAILER_LEN,
 };
 pub use error::Error;
 pub use profile::SrtpProfile;
