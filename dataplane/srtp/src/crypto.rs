@@ -44,8 +44,19 @@ impl AesCtr {
                 AesCtr::A128(c) => c.encrypt_blocks(&mut ks[..nblocks]),
                 AesCtr::A256(c) => c.encrypt_blocks(&mut ks[..nblocks]),
             }
-            for (d, k) in chunk.chunks_mut(16).zip(ks.iter()) {
-                for (x, y) in d.iter_mut().zip(k.iter()) {
+            // XOR 16 bytes at a time as one u128; only the last partial block goes bytewise.
+            let mut blocks = chunk.chunks_exact_mut(16);
+            for (d, k) in blocks.by_ref().zip(ks.iter()) {
+                let x = u128::from_ne_bytes(d.try_into().unwrap_or_else(|_| unreachable!()))
+                    ^ u128::from_ne_bytes(
+                        k.as_slice().try_into().unwrap_or_else(|_| unreachable!()),
+                    );
+                d.copy_from_slice(&x.to_ne_bytes());
+            }
+            let tail = blocks.into_remainder();
+            if !tail.is_empty() {
+                let k = &ks[nblocks - 1];
+                for (x, y) in tail.iter_mut().zip(k.iter()) {
                     *x ^= y;
                 }
             }
