@@ -1,6 +1,7 @@
 //! Behaviour of the engine as a receiver and sender sees it: round trips for every suite,
 //! rollover, reordering, replays, forgeries, malformed input, MKI, checkpoints and re-keying.
 
+#![allow(clippy::unwrap_used)]
 mod common;
 use common::*;
 use edgeway_srtp::{

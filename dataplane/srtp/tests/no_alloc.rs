@@ -2,6 +2,7 @@
 //! unprotect and re-key for every suite, RTP and RTCP, after the contexts exist. The first
 //! packet of a new SSRC and the eviction of an old one are included.
 
+#![allow(clippy::unwrap_used)]
 mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
