@@ -3,8 +3,13 @@
 use clap::Subcommand;
 
 #[derive(Debug, Subcommand)]
-pub(crate) enum SrtpCommand {}
+pub(crate) enum SrtpCommand {
+    /// Not implemented yet: prints what the command will do.
+    Decrypt,
+}
 
 pub(crate) fn run(cmd: SrtpCommand) -> anyhow::Result<()> {
-    match cmd {}
+    match cmd {
+        SrtpCommand::Decrypt => anyhow::bail!("srtp decrypt is not implemented yet"),
+    }
 }
