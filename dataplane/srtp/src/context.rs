@@ -877,6 +877,11 @@ pub fn rekey_rtp(
     buf: &mut [u8],
     len: usize,
 ) -> Result<usize, Error> {
+    if let (LegCrypto::Srtp(inb), LegCrypto::Srtp(out)) = (&mut *inbound, &mut *outbound) {
+        if !inb.profile.is_aead() && !out.profile.is_aead() {
+            return rekey_rtp_counter_mode(inb, out, buf, len);
+        }
+    }
     let len = match inbound {
         LegCrypto::Plain => {
             let pkt = buf.get(..len).ok_or(Error::BufferTooSmall {
@@ -892,6 +897,128 @@ pub fn rekey_rtp(
         LegCrypto::Plain => Ok(len),
         LegCrypto::Srtp(ctx) => ctx.protect_rtp(buf, len),
     }
+}
+
+/// Counter-mode to counter-mode re-key in one pass over the packet: the payload is XORed
+/// with both keystreams at once and the inbound and outbound HMAC chains run side by side
+/// ([`HmacSha1::tag_pair`]). Same checks and state rules as unprotect then protect: nothing in
+/// either context changes unless the inbound tag verifies. On an error the buffer's payload
+/// is unspecified (the caller drops the packet either way).
+fn rekey_rtp_counter_mode(
+    inb: &mut SrtpContext,
+    out: &mut SrtpContext,
+    buf: &mut [u8],
+    len: usize,
+) -> Result<usize, Error> {
+    let pkt = buf.get(..len).ok_or(Error::BufferTooSmall {
+        needed: len,
+        cap: buf.len(),
+    })?;
+    let hdr = rtp::header_len(pkt)?;
+    let tag_in = inb.profile.rtp_tag_len();
+    let min = hdr + inb.mki_len + tag_in;
+    if len < min {
+        return Err(Error::TooShort { len, min });
+    }
+    let plain_len = len - inb.mki_len - tag_in;
+    let out_len = plain_len + out.mki_len + out.profile.rtp_tag_len();
+    if out_len > buf.len() {
+        return Err(Error::BufferTooSmall {
+            needed: out_len,
+            cap: buf.len(),
+        });
+    }
+    let payload = plain_len - hdr;
+    if payload > 2048 {
+        // Larger than the stack keystream: take the two-pass road.
+        let n = inb.unprotect_rtp(buf, len)?;
+        return out.protect_rtp(buf, n);
+    }
+    let ssrc = read_u32(&buf[8..12]);
+    let seq = u16::from_be_bytes([buf[2], buf[3]]);
+    let existing_in = inb.rtp.find(ssrc);
+    let index_in = match existing_in {
+        Some(i) => {
+            let w = &inb.rtp.list[i].window;
+            let index = estimate_index(w, seq)?;
+            w.check(index, inb.window)?;
+            index
+        }
+        None => u64::from(seq),
+    };
+    let index_out = match out.rtp.find(ssrc) {
+        Some(i) => {
+            let w = &out.rtp.list[i].window;
+            let index = estimate_index(w, seq)?;
+            if !out.allow_repeat_tx {
+                w.check(index, out.window)?;
+            }
+            index
+        }
+        None => u64::from(seq),
+    };
+    let mut saved_tag = [0u8; 10];
+    saved_tag[..tag_in].copy_from_slice(&buf[len - tag_in..len]);
+    let (tag_a, tag_b) = {
+        let SessionKeys::Cm {
+            rtp_cipher: c_in,
+            rtp_auth: a_in,
+            rtp_salt: s_in,
+            ..
+        } = inb.key_for_mki(&buf[plain_len..plain_len + inb.mki_len])?
+        else {
+            unreachable!("counter-mode profile has counter-mode keys")
+        };
+        let SessionKeys::Cm {
+            rtp_cipher: c_out,
+            rtp_auth: a_out,
+            rtp_salt: s_out,
+            ..
+        } = &out.keys[0].1
+        else {
+            unreachable!("counter-mode profile has counter-mode keys")
+        };
+        let (enc_in, enc_out) = (inb.encrypt_rtp, out.encrypt_rtp);
+        let roc_in = ((index_in >> 16) as u32).to_be_bytes();
+        let roc_out = ((index_out >> 16) as u32).to_be_bytes();
+        let packet = &mut buf[..plain_len];
+        let mut run = |ks: &mut [u8]| {
+            if enc_in {
+                c_in.apply_keystream(&cm_iv(s_in, ssrc, index_in), ks);
+            }
+            if enc_out {
+                c_out.apply_keystream(&cm_iv(s_out, ssrc, index_out), ks);
+            }
+            a_in.tag_pair(a_out, packet, hdr, ks, &roc_in, &roc_out)
+        };
+        if payload <= 256 {
+            run(&mut [0u8; 256][..payload])
+        } else {
+            run(&mut [0u8; 2048][..payload])
+        }
+    };
+    let diff = tag_a[..tag_in]
+        .iter()
+        .zip(&saved_tag[..tag_in])
+        .fold(0u8, |d, (a, b)| d | (a ^ b));
+    if core::hint::black_box(diff) != 0 {
+        return Err(Error::AuthFailed);
+    }
+    let slot = match existing_in {
+        Some(i) => {
+            inb.rtp.tick += 1;
+            inb.rtp.list[i].last_used = inb.rtp.tick;
+            i
+        }
+        None => inb.rtp.slot(ssrc),
+    };
+    inb.rtp.list[slot].window.accept(index_in);
+    let slot = out.rtp.slot(ssrc);
+    out.rtp.list[slot].window.accept(index_out);
+    let tag_out = out.profile.rtp_tag_len();
+    buf[plain_len..plain_len + out.mki_len].copy_from_slice(out.keys[0].0.mki());
+    buf[plain_len + out.mki_len..out_len].copy_from_slice(&tag_b[..tag_out]);
+    Ok(out_len)
 }
 
 /// [`rekey_rtp`] for RTCP/SRTCP.

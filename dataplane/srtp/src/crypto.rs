@@ -85,6 +85,37 @@ fn sha1_block(state: &mut [u32; 5], block: &[u8]) {
     );
 }
 
+/// Writes the last partial block(s) of an HMAC inner hash into `tail`: the `rest` of the
+/// data, the `trailer`, 0x80, zeros and the bit length (counting the ipad block and
+/// `data_len` bytes of data). Returns how many 64-byte blocks that makes (1 or 2).
+#[inline]
+fn tail_blocks(tail: &mut [u8; 128], rest: &[u8], trailer: &[u8], data_len: usize) -> usize {
+    tail[..rest.len()].copy_from_slice(rest);
+    tail[rest.len()..rest.len() + trailer.len()].copy_from_slice(trailer);
+    let used = rest.len() + trailer.len();
+    tail[used] = 0x80;
+    let blocks = if used + 9 <= 64 { 1 } else { 2 };
+    let bits = ((64 + data_len + trailer.len()) as u64) * 8;
+    tail[blocks * 64 - 8..blocks * 64].copy_from_slice(&bits.to_be_bytes());
+    blocks
+}
+
+/// XORs `xor` into `packet[from..to]`, where `xor[0]` lines up with `packet[start]`; bytes
+/// before `start` (the clear header) are left alone.
+#[inline]
+fn xor_from(packet: &mut [u8], from: usize, to: usize, start: usize, xor: &[u8]) {
+    let from = from.max(start);
+    if from >= to {
+        return;
+    }
+    for (p, k) in packet[from..to]
+        .iter_mut()
+        .zip(&xor[from - start..to - start])
+    {
+        *p ^= k;
+    }
+}
+
 const SHA1_IV: [u32; 5] = [
     0x6745_2301,
     0xEFCD_AB89,
@@ -126,21 +157,17 @@ impl HmacSha1 {
         for block in data[..full].chunks_exact(64) {
             sha1_block(&mut state, block);
         }
-        // Tail: the rest of the data, the trailer, 0x80, zeros and the bit length (counting
-        // the ipad block), in one or two blocks.
-        let rest = &data[full..];
         let mut tail = [0u8; 128];
-        tail[..rest.len()].copy_from_slice(rest);
-        tail[rest.len()..rest.len() + trailer.len()].copy_from_slice(trailer);
-        let used = rest.len() + trailer.len();
-        tail[used] = 0x80;
-        let blocks = if used + 9 <= 64 { 1 } else { 2 };
-        let bits = ((64 + data.len() + trailer.len()) as u64) * 8;
-        tail[blocks * 64 - 8..blocks * 64].copy_from_slice(&bits.to_be_bytes());
+        let blocks = tail_blocks(&mut tail, &data[full..], trailer, data.len());
         for block in tail[..blocks * 64].chunks_exact(64) {
             sha1_block(&mut state, block);
         }
-        // Outer hash over the 20-byte inner digest: always exactly one block.
+        self.finish(state)
+    }
+
+    /// The outer hash over the inner digest `state`: always exactly one block.
+    #[inline]
+    fn finish(&self, state: [u32; 5]) -> [u8; 20] {
         let mut block = [0u8; 64];
         for (chunk, word) in block.chunks_exact_mut(4).zip(state) {
             chunk.copy_from_slice(&word.to_be_bytes());
@@ -154,6 +181,45 @@ impl HmacSha1 {
             chunk.copy_from_slice(&word.to_be_bytes());
         }
         out
+    }
+
+    /// Re-keys counter-mode SRTP in one pass: returns (HMAC under `self` of the packet as it
+    /// arrives, HMAC under `out` of the packet as it leaves), where the packet leaving is the
+    /// packet arriving with `xor` applied to `packet[start..]`.
+    ///
+    /// The two hash chains are advanced block by block in alternation: SHA-1 is bound by the
+    /// latency of its round instructions, so two independent chains side by side let the
+    /// out-of-order core run one while the other waits, close to halving the hashing time.
+    #[inline]
+    pub(crate) fn tag_pair(
+        &self,
+        out: &HmacSha1,
+        packet: &mut [u8],
+        start: usize,
+        xor: &[u8],
+        trailer_in: &[u8; 4],
+        trailer_out: &[u8; 4],
+    ) -> ([u8; 20], [u8; 20]) {
+        let (mut a, mut b) = (self.inner, out.inner);
+        let len = packet.len();
+        let full = len / 64 * 64;
+        let mut pos = 0;
+        while pos < full {
+            sha1_block(&mut a, &packet[pos..pos + 64]);
+            xor_from(packet, pos, pos + 64, start, xor);
+            sha1_block(&mut b, &packet[pos..pos + 64]);
+            pos += 64;
+        }
+        let mut tail_a = [0u8; 128];
+        let blocks = tail_blocks(&mut tail_a, &packet[full..], trailer_in, len);
+        xor_from(packet, full, len, start, xor);
+        let mut tail_b = [0u8; 128];
+        tail_blocks(&mut tail_b, &packet[full..], trailer_out, len);
+        for i in 0..blocks {
+            sha1_block(&mut a, &tail_a[i * 64..i * 64 + 64]);
+            sha1_block(&mut b, &tail_b[i * 64..i * 64 + 64]);
+        }
+        (self.finish(a), out.finish(b))
     }
 
     /// Whether the truncated `tag` matches, compared in constant time.

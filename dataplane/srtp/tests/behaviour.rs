@@ -368,3 +368,70 @@ fn unencrypted_modes_authenticate_only() {
     assert!(SrtpContext::new(&gcm).is_err());
     assert!(MasterKey::new(profile, &[0; 15], &[0; 14]).is_err());
 }
+
+/// The one-pass counter-mode re-key must be byte-for-byte the two-pass unprotect + protect,
+/// with MKIs, unencrypted modes, payloads around the block and stack-buffer boundaries, and
+/// must leave both contexts untouched when the inbound tag is forged.
+#[test]
+fn one_pass_counter_mode_rekey_equals_two_passes() {
+    let cm = [
+        SrtpProfile::AesCm128HmacSha1_80,
+        SrtpProfile::AesCm128HmacSha1_32,
+        SrtpProfile::AesCm256HmacSha1_80,
+        SrtpProfile::AesCm256HmacSha1_32,
+    ];
+    let mut rng = Rng(77);
+    for a in cm {
+        for b in cm {
+            for variant in 0..3 {
+                let cfg = |p: SrtpProfile, seed: u8| {
+                    let mut k = key(p, seed);
+                    if variant == 1 {
+                        k = k.with_mki(&[seed, 1, 2]).unwrap();
+                    }
+                    let mut c = SrtpConfig::new(p, k);
+                    // Variant 2: the inbound leg authenticates only.
+                    c.encrypt_rtp = !(variant == 2 && seed == 50);
+                    c
+                };
+                let mut sender = SrtpContext::new(&cfg(a, 50)).unwrap();
+                let mut fused_in = LegCrypto::Srtp(SrtpContext::new(&cfg(a, 50)).unwrap());
+                let mut fused_out = LegCrypto::Srtp(SrtpContext::new(&cfg(b, 51)).unwrap());
+                let mut slow_in = SrtpContext::new(&cfg(a, 50)).unwrap();
+                let mut slow_out = SrtpContext::new(&cfg(b, 51)).unwrap();
+                let mut seq = 65_520u16;
+                for size in [
+                    12usize, 13, 63, 64, 65, 76, 127, 172, 300, 1200, 2060, 2061, 2200,
+                ] {
+                    let mut p = rtp(0x5151, seq, 12);
+                    p.extend(rng.bytes(size - 12));
+                    seq = seq.wrapping_add(1);
+                    let s = protect(&mut sender, &p);
+                    // A forged copy arrives first: refused, and nothing changes.
+                    let mut forged = with_room(&s);
+                    forged[s.len() - 1] ^= 1;
+                    assert_eq!(
+                        rekey_rtp(&mut fused_in, &mut fused_out, &mut forged, s.len()),
+                        Err(Error::AuthFailed),
+                        "{a} -> {b} variant {variant} size {size}"
+                    );
+                    let mut fast = with_room(&s);
+                    let n = rekey_rtp(&mut fused_in, &mut fused_out, &mut fast, s.len()).unwrap();
+                    let mut slow = with_room(&s);
+                    let m = slow_in.unprotect_rtp(&mut slow, s.len()).unwrap();
+                    let m = slow_out.protect_rtp(&mut slow, m).unwrap();
+                    assert_eq!(
+                        &fast[..n],
+                        &slow[..m],
+                        "{a} -> {b} variant {variant} size {size}"
+                    );
+                    let mut again = with_room(&s);
+                    assert!(matches!(
+                        rekey_rtp(&mut fused_in, &mut fused_out, &mut again, s.len()),
+                        Err(Error::Replayed { .. })
+                    ));
+                }
+            }
+        }
+    }
+}
