@@ -16,7 +16,9 @@ pylibsrtp only names four profiles. The two AES_256_CM_HMAC_SHA1 suites (RFC 618
 built by starting from the AES_CM_128 policy and rewriting the six fields of libsrtp's
 srtp_crypto_policy_t (cipher type, key length, auth type, auth key length, tag length,
 services), whose layout is checked against the 128-bit profile before it is trusted.
-`--self-test` checks that libsrtp reproduces its own published AES-256 known answer.
+`--self-test` checks libsrtp's own published known answers (AES-128 and AES-256), round-trips
+RTP and RTCP for every profile, and checks the rewritten AES-256 policies against the
+system libsrtp2's own policy setters (Debian's libsrtp2-dev, through ctypes) when present.
 """
 import json
 import sys
@@ -97,26 +99,108 @@ def handle(streams, req):
         return {"ok": False, "error": str(e)}
 
 
+def _key_len(name):
+    if name.startswith("AEAD"):
+        return 44 if "256" in name else 28
+    return 46 if "256" in name else 30
+
+
+def _tag_lens(name):
+    """(RTP, RTCP) bytes protect adds: auth tag, and for RTCP the E flag + SRTCP index."""
+    if name.startswith("AEAD"):
+        return 16, 4 + 16
+    return (4 if name.endswith("_32") else 10), 4 + 10
+
+
+_SYSTEM_LIBSRTP = None
+
+
+def _system_libsrtp_protect(name, key, rtp, rtcp):
+    """Protects with the system's libsrtp2 (Debian's, through ctypes) using libsrtp's own
+    AES-256 policy setters; None when that library is not installed."""
+    import ctypes
+    import ctypes.util
+
+    global _SYSTEM_LIBSRTP
+    if _SYSTEM_LIBSRTP is None:
+        path = ctypes.util.find_library("srtp2")
+        if path is None:
+            return None
+        _SYSTEM_LIBSRTP = ctypes.CDLL(path)
+        assert _SYSTEM_LIBSRTP.srtp_init() == 0  # once: a second srtp_init fails
+    so = _SYSTEM_LIBSRTP
+    pol = ctypes.create_string_buffer(256)  # srtp_policy_t (128 bytes in libsrtp 2.x), zeroed
+    base = ctypes.addressof(pol)
+    setter = {"AES_256_CM_HMAC_SHA1_80": "srtp_crypto_policy_set_aes_cm_256_hmac_sha1_80",
+              "AES_256_CM_HMAC_SHA1_32": "srtp_crypto_policy_set_aes_cm_256_hmac_sha1_32"}[name]
+    getattr(so, setter)(ctypes.c_void_p(base + 8))  # .rtp
+    so.srtp_crypto_policy_set_aes_cm_256_hmac_sha1_80(ctypes.c_void_p(base + 32))  # .rtcp
+    keybuf = ctypes.create_string_buffer(key)
+    ctypes.c_int.from_address(base).value = 3  # .ssrc.type = ssrc_any_outbound
+    ctypes.c_void_p.from_address(base + 56).value = ctypes.addressof(keybuf)  # .key
+    ctypes.c_ulong.from_address(base + 88).value = 1024  # .window_size
+    sess = ctypes.c_void_p()
+    assert so.srtp_create(ctypes.byref(sess), ctypes.c_void_p(base)) == 0
+    out = []
+    for pkt, fn in ((rtp, so.srtp_protect), (rtcp, so.srtp_protect_rtcp)):
+        buf = ctypes.create_string_buffer(pkt, len(pkt) + 64)
+        n = ctypes.c_int(len(pkt))
+        assert fn(sess, buf, ctypes.byref(n)) == 0, f"system libsrtp2 {name} protect failed"
+        out.append(buf.raw[: n.value])
+    so.srtp_dealloc(sess)
+    return out
+
+
 def self_test():
-    # libsrtp's own AES-256 known answer (srtp_validate_aes_256, RFC 6188 7.2 master key).
-    key = bytes.fromhex("f0f04914b513f2763a1b1fa130f10e2998f6f6e43e4309d1e622a0e332b9f1b6"
-                        "3b04803de51ee7c96423ab5b78d2")
-    plain = bytes.fromhex("800f1234decafbadcafebabe" + "ab" * 16)
-    want = bytes.fromhex("800f1234decafbadcafebabe" "f1d9de17ff251ff1aa007774b0b4b40d"
-                         "a08d9d9a5b3a55d8873b")
-    s = Stream({"profile": "AES_256_CM_HMAC_SHA1_80", "key": key.hex()})
-    got = s.session(True).protect(plain)
-    assert got == want, f"AES-256 KAT mismatch: {got.hex()}"
+    def protect(name, key, pkt, rtcp=False):
+        tx = Stream({"profile": name, "key": key.hex()}).session(True)
+        return tx.protect_rtcp(pkt) if rtcp else tx.protect(pkt)
+
+    # libsrtp's own known answers (test/srtp_driver.c: srtp_validate, srtp_validate_aes_256).
+    hdr_ab = bytes.fromhex("800f1234decafbadcafebabe") + b"\xab" * 16
+    kat = [
+        ("AES_CM_128_HMAC_SHA1_80",
+         "e1f97a0d3e018be0d64fa32c06de41390ec675ad498afeebb6960b3aabe6",
+         "4e55dc4ce79978d88ca4d215949d2402b78d6acc99ea179b8dbb"),
+        ("AES_256_CM_HMAC_SHA1_80",
+         "f0f04914b513f2763a1b1fa130f10e2998f6f6e43e4309d1e622a0e332b9f1b6"
+         "3b04803de51ee7c96423ab5b78d2",
+         "f1d9de17ff251ff1aa007774b0b4b40da08d9d9a5b3a55d8873b"),
+    ]
+    for name, key, body in kat:
+        got = protect(name, bytes.fromhex(key), hdr_ab)
+        assert got == hdr_ab[:12] + bytes.fromhex(body), f"{name} known answer: {got.hex()}"
+
+    # Every profile: RTP and RTCP round trips with the expected trailer lengths.
+    rtcp_sr = bytes.fromhex("80c80006cafebabe") + bytes(range(20))
     for name in PROFILES:
-        kl = 46 if "256" in name else 30
-        if name.startswith("AEAD"):
-            kl = 44 if "256" in name else 28
-        st = Stream({"profile": name, "key": bytes(range(kl)).hex()})
-        rx = Stream({"profile": name, "key": bytes(range(kl)).hex()})
+        key = bytes(range(_key_len(name)))
+        tx = Stream({"profile": name, "key": key.hex()})
+        rx = Stream({"profile": name, "key": key.hex()})
+        rtp_tag, rtcp_tag = _tag_lens(name)
         for seq in range(3):
             pkt = bytes([0x80, 0, 0, seq, 0, 0, 0, 0, 1, 2, 3, 4]) + b"payload"
-            assert rx.session(False).unprotect(st.session(True).protect(pkt)) == pkt, name
-    print("libsrtp oracle self-test ok:", ", ".join(PROFILES))
+            prot = tx.session(True).protect(pkt)
+            assert len(prot) == len(pkt) + rtp_tag, f"{name} RTP length {len(prot)}"
+            assert rx.session(False).unprotect(prot) == pkt, name
+            prot = tx.session(True).protect_rtcp(rtcp_sr)
+            assert len(prot) == len(rtcp_sr) + rtcp_tag, f"{name} RTCP length {len(prot)}"
+            assert rx.session(False).unprotect_rtcp(prot) == rtcp_sr, name
+
+    # The rewritten AES-256 policies agree with libsrtp's own policy setters.
+    checked = []
+    for name in ("AES_256_CM_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_32"):
+        key = bytes(range(100, 146))
+        rtp = bytes.fromhex("80000001000000a012345678") + b"\x5a" * 40
+        want = _system_libsrtp_protect(name, key, rtp, rtcp_sr)
+        if want is None:
+            break
+        got = [protect(name, key, rtp), protect(name, key, rtcp_sr, rtcp=True)]
+        assert got == want, f"{name} differs from the system libsrtp2: {got} != {want}"
+        checked.append(name)
+    note = ("; AES-256 policies match the system libsrtp2" if checked
+            else "; system libsrtp2 not found, AES-256 policy cross-check skipped")
+    print("libsrtp oracle self-test ok:", ", ".join(PROFILES) + note)
 
 
 def main():
