@@ -1,0 +1,1 @@
+//! edgeway-loadgen (being written).

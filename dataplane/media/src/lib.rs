@@ -1,0 +1,1 @@
+//! edgeway-media (being written).

@@ -1,0 +1,1 @@
+//! edgeway-uring (being written).

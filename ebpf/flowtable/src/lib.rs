@@ -1,0 +1,1 @@
+//! edgeway-flowtable (being written).
