@@ -9,99 +9,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-
 use common::*;
-use edgeway_srtp::{MasterKey, SrtpProfile};
-use serde_json::{json, Value};
-
-struct Oracle {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    next_id: u64,
-}
-
-impl Oracle {
-    fn start() -> Option<Oracle> {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let venv = std::env::var_os("EDGEWAY_VENV")
-            .map(PathBuf::from)
-            .unwrap_or(repo.join(".venv"));
-        let python = venv.join("bin/python");
-        let script = repo.join("tests/oracle/libsrtp_oracle.py");
-        if !python.exists() || !script.exists() {
-            let what = format!(
-                "edgewayctl/libsrtp cross-check NOT TESTED: {} or {} missing (run scripts/setup)",
-                python.display(),
-                script.display()
-            );
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{what}");
-            eprintln!("{what}");
-            return None;
-        }
-        let mut child = Command::new(python)
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the libsrtp oracle");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        Some(Oracle {
-            child,
-            stdin,
-            stdout,
-            next_id: 1,
-        })
-    }
-
-    fn call(&mut self, req: Value) -> Value {
-        writeln!(self.stdin, "{req}").unwrap();
-        self.stdin.flush().unwrap();
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).unwrap();
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("oracle said {line:?}: {e}"))
-    }
-
-    /// A libsrtp session (one direction) for `profile` with `key || salt`.
-    fn session(&mut self, profile: SrtpProfile, key: &MasterKey) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        let material: String = [key.key(), key.salt()]
-            .concat()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let r = self.call(json!({
-            "op": "new", "id": id, "profile": profile.sdes_name(), "key": material,
-            "window": 1024, "allow_repeat_tx": false
-        }));
-        assert_eq!(r["ok"], true, "oracle cannot make a {profile} session: {r}");
-        id
-    }
-
-    /// `op` ("protect", "unprotect_rtcp"...) on `packet` in session `id`.
-    fn op(&mut self, id: u64, op: &str, packet: &[u8]) -> Vec<u8> {
-        let hex: String = packet.iter().map(|b| format!("{b:02x}")).collect();
-        let r = self.call(json!({"op": op, "id": id, "packet": hex}));
-        assert_eq!(r["ok"], true, "libsrtp {op} failed: {r}");
-        let out = r["packet"].as_str().unwrap();
-        (0..out.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&out[i..i + 2], 16).unwrap())
-            .collect()
-    }
-}
-
-impl Drop for Oracle {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use edgeway_srtp::SrtpProfile;
+use edgeway_testkit::LibsrtpOracle as Oracle;
 
 const SRC: ([u8; 4], u16) = ([192, 0, 2, 10], 20000);
 const DST: ([u8; 4], u16) = ([192, 0, 2, 20], 30000);
@@ -123,7 +33,7 @@ fn plain_packets(ssrc: u32) -> Vec<(bool, Vec<u8>)> {
 
 #[test]
 fn libsrtp_and_edgewayctl_read_each_others_captures() {
-    let Some(mut oracle) = Oracle::start() else {
+    let Some(mut oracle) = Oracle::start("edgewayctl srtp") else {
         return;
     };
     let dir = scratch("libsrtp");
@@ -135,12 +45,12 @@ fn libsrtp_and_edgewayctl_read_each_others_captures() {
         let name = profile.sdes_name();
 
         // libsrtp protects; edgewayctl decrypts.
-        let tx = oracle.session(profile, &key);
+        let tx = oracle.session(profile.sdes_name(), &[key.key(), key.salt()].concat(), 1024);
         let frames: Vec<Vec<u8>> = plain
             .iter()
             .map(|(rtcp, p)| {
                 let op = if *rtcp { "protect_rtcp" } else { "protect" };
-                udp4(SRC, DST, &oracle.op(tx, op, p))
+                udp4(SRC, DST, &oracle.op(tx, op, p).unwrap())
             })
             .collect();
         let srtp = dir.join(format!("{name}-libsrtp.pcap"));
@@ -167,10 +77,10 @@ fn libsrtp_and_edgewayctl_read_each_others_captures() {
         write_pcap(&clear, &frames);
         let report = srtp_json(&["encrypt", p(&clear), p(&enc), "--crypto", &line], 0);
         assert_eq!(report["failed"], 0, "{name}: {report:#}");
-        let rx = oracle.session(profile, &key);
+        let rx = oracle.session(profile.sdes_name(), &[key.key(), key.salt()].concat(), 1024);
         for (i, (f, (rtcp, want))) in read_pcap(&enc).iter().zip(&plain).enumerate() {
             let op = if *rtcp { "unprotect_rtcp" } else { "unprotect" };
-            let got = oracle.op(rx, op, &udp_payload(f).unwrap());
+            let got = oracle.op(rx, op, &udp_payload(f).unwrap()).unwrap();
             assert!(&got == want, "{name}: libsrtp reads packet {i} differently");
         }
     }

@@ -8,92 +8,9 @@
 
 #![allow(clippy::unwrap_used)]
 mod common;
-use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-
 use common::*;
-use edgeway_srtp::{Error, MasterKey, SrtpConfig, SrtpContext, SrtpProfile};
-use serde_json::{json, Value};
-
-struct Oracle {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    next_id: u64,
-}
-
-impl Oracle {
-    fn start() -> Option<Oracle> {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let venv = std::env::var_os("EDGEWAY_VENV")
-            .map(PathBuf::from)
-            .unwrap_or(repo.join(".venv"));
-        let python = venv.join("bin/python");
-        let script = repo.join("tests/oracle/libsrtp_oracle.py");
-        if !python.exists() || !script.exists() {
-            let what = format!(
-                "libsrtp cross-check NOT TESTED: {} or {} missing (run scripts/setup)",
-                python.display(),
-                script.display()
-            );
-            assert!(std::env::var("CI").as_deref() != Ok("true"), "{what}");
-            eprintln!("{what}");
-            return None;
-        }
-        let mut child = Command::new(python)
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start oracle");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        Some(Oracle {
-            child,
-            stdin,
-            stdout,
-            next_id: 1,
-        })
-    }
-
-    fn call(&mut self, req: Value) -> Value {
-        writeln!(self.stdin, "{req}").expect("write oracle");
-        self.stdin.flush().expect("flush");
-        let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("read oracle");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("oracle said {line:?}: {e}"))
-    }
-
-    /// A libsrtp session for `profile` with `key || salt`.
-    fn session(&mut self, profile: SrtpProfile, key: &MasterKey, window: u32) -> u64 {
-        let id = self.next_id;
-        self.next_id += 1;
-        let material = [key.key(), key.salt()].concat();
-        let r = self.call(json!({
-            "op": "new", "id": id, "profile": profile.sdes_name(),
-            "key": hex::encode(material), "window": window, "allow_repeat_tx": false
-        }));
-        assert_eq!(r["ok"], true, "oracle cannot make a {profile} session: {r}");
-        id
-    }
-
-    fn op(&mut self, id: u64, op: &str, packet: &[u8]) -> Result<Vec<u8>, String> {
-        let r = self.call(json!({"op": op, "id": id, "packet": hex::encode(packet)}));
-        if r["ok"] == true {
-            Ok(hex::decode(r["packet"].as_str().expect("packet")).expect("hex"))
-        } else {
-            Err(r["error"].as_str().unwrap_or("?").to_owned())
-        }
-    }
-}
-
-impl Drop for Oracle {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use edgeway_srtp::{Error, SrtpConfig, SrtpContext, SrtpProfile};
+use edgeway_testkit::LibsrtpOracle as Oracle;
 
 fn random_rtp(rng: &mut Rng, ssrc: u32, seq: u16) -> Vec<u8> {
     let mut p = if rng.below(4) == 0 {
@@ -142,7 +59,7 @@ fn schedule(rng: &mut Rng) -> Vec<u16> {
 
 #[test]
 fn libsrtp_and_edgeway_agree_in_both_directions() {
-    let Some(mut oracle) = Oracle::start() else {
+    let Some(mut oracle) = Oracle::start("srtp engine") else {
         return;
     };
     let mut rng = Rng(0xC0FFEE);
@@ -151,7 +68,7 @@ fn libsrtp_and_edgeway_agree_in_both_directions() {
         let cfg = SrtpConfig::new(profile, key.clone());
 
         // libsrtp -> edgeway
-        let lib_tx = oracle.session(profile, &key, 1024);
+        let lib_tx = oracle.session(profile.sdes_name(), &[key.key(), key.salt()].concat(), 1024);
         let mut rx = SrtpContext::new(&cfg).expect("rx");
         let order = schedule(&mut rng);
         // libsrtp protects in sequence order (a sender sends in order); delivery is reordered.
@@ -220,7 +137,7 @@ fn libsrtp_and_edgeway_agree_in_both_directions() {
         }
 
         // edgeway -> libsrtp
-        let lib_rx = oracle.session(profile, &key, 1024);
+        let lib_rx = oracle.session(profile.sdes_name(), &[key.key(), key.salt()].concat(), 1024);
         let mut tx = SrtpContext::new(&cfg).expect("tx");
         let mut sent = Vec::new();
         for &seq in &seq_in_send_order {
