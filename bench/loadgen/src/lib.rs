@@ -1,1 +1,29 @@
-//! edgeway-loadgen (being written).
+//! # edgeway-loadgen
+//!
+//! The media load generator for edgeway's relay benchmarks (`perf-lab/relay`). It sends
+//! G.711 RTP or SRTP streams (172-byte packets, 20 ms cadence per stream) through a media
+//! relay or re-keyer under test and receives them back, measuring per run: offered, sent
+//! and received packet rates, loss (after a drain), corrupt packets (failed SRTP
+//! authentication or misdelivered payloads), duplicates, reordering and one-way added
+//! latency (HDR histogram), plus the CPU of the generator and of the system under test.
+//!
+//! It is target-agnostic: a [`scenario`] file lists the streams (addresses and SDES keys)
+//! and is all it knows about the target. [`ng`] writes one for rtpengine over its ng
+//! protocol ([`bencode`]); [`reflect`] is a trivial built-in relay used to measure the
+//! generator's own ceiling; edgeway's own setup writes one for edgeway.
+//!
+//! The [`engine`] is driven by the binary's `run` and `find-max` commands; it runs on one
+//! pinned thread with batched syscalls ([`sys`], the crate's only unsafe code) and no
+//! allocation per packet.
+
+pub mod bencode;
+pub mod engine;
+pub mod ng;
+pub mod payload;
+pub mod procstat;
+pub mod reflect;
+pub mod scenario;
+pub mod sys;
+
+pub use engine::{FindMaxParams, FindMaxReport, Generator, Options, TrialParams, TrialReport};
+pub use scenario::{Scenario, ScenarioError};

@@ -1,0 +1,392 @@
+//! `edgeway-loadgen`: media load against a relay under test. See the crate docs and
+//! `perf-lab/relay/README.md`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use edgeway_loadgen::bencode::Value;
+use edgeway_loadgen::engine::{FindMaxParams, Generator, Options, TrialParams, TrialReport};
+use edgeway_loadgen::ng::{self, CallSetup, NgClient};
+use edgeway_loadgen::scenario::{Scenario, ScenarioFile, StreamSpec};
+use edgeway_loadgen::{reflect, sys};
+use edgeway_srtp::sdes::CryptoAttribute;
+use edgeway_srtp::SrtpProfile;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Media (RTP/SRTP) load generator for relay benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Offer a fixed total rate for a fixed time and report.
+    Run {
+        #[command(flatten)]
+        common: Common,
+        /// Offered packets per second, all streams together (default: 50 per stream).
+        #[arg(long)]
+        rate: Option<f64>,
+    },
+    /// Search the highest offered rate whose loss stays within --loss percent.
+    FindMax {
+        #[command(flatten)]
+        common: Common,
+        /// Loss threshold, percent.
+        #[arg(long, default_value_t = 0.1)]
+        loss: f64,
+        /// First rate tried (default: 50 per stream).
+        #[arg(long)]
+        start_rate: Option<f64>,
+        /// Highest rate tried.
+        #[arg(long, default_value_t = 2_000_000.0)]
+        max_rate: f64,
+        /// Factor between successive rates (the search only goes up; see find_max).
+        #[arg(long, default_value_t = 1.15)]
+        step: f64,
+        /// Also fail a trial whose p99 latency exceeds this many microseconds.
+        #[arg(long)]
+        p99_limit_us: Option<f64>,
+        /// Seconds between trials.
+        #[arg(long, default_value_t = 1.0)]
+        pause: f64,
+    },
+    /// Set up calls on rtpengine over ng and write their streams as a scenario.
+    RtpengineSetup {
+        /// rtpengine's ng listener.
+        #[arg(long, default_value = "127.0.0.1:2223")]
+        ng: SocketAddr,
+        /// Calls (two streams each); 0 only pings rtpengine.
+        #[arg(long)]
+        calls: usize,
+        /// Local IP of the simulated endpoints.
+        #[arg(long, default_value = "127.0.0.1")]
+        local_ip: IpAddr,
+        /// First local port of the simulated endpoints.
+        #[arg(long)]
+        port_base: u16,
+        /// Distinct local ports per call side (0: one per call side). Shared ports let the
+        /// generator batch its receives; rtpengine still has its own ports per call.
+        #[arg(long, default_value_t = 0)]
+        ports_per_side: usize,
+        /// Suite side B answers with (must differ from A's AES_CM_128_HMAC_SHA1_80).
+        #[arg(long, default_value = "AES_CM_128_HMAC_SHA1_32")]
+        b_suite: String,
+        /// Scenario file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write a scenario for the built-in reflector (generator calibration).
+    MakeScenario {
+        /// Streams.
+        #[arg(long)]
+        streams: usize,
+        /// IP of everything.
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: IpAddr,
+        /// First generator port.
+        #[arg(long)]
+        port_base: u16,
+        /// Generator ports per side (tx, rx).
+        #[arg(long, default_value_t = 8)]
+        ports_per_side: usize,
+        /// First reflector port.
+        #[arg(long)]
+        target_port_base: u16,
+        /// Reflector ports.
+        #[arg(long, default_value_t = 8)]
+        target_ports: usize,
+        /// Plain RTP instead of SRTP re-keyed between two fresh keys.
+        #[arg(long)]
+        plain: bool,
+        /// Scenario file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Relay a scenario's streams (bind every tx_to, re-key, send to rx_local) until killed.
+    Reflect {
+        /// Scenario file.
+        #[arg(long)]
+        scenario: PathBuf,
+        /// CPU to pin to.
+        #[arg(long)]
+        cpu: Option<usize>,
+        /// Stop after this many seconds (default: run until killed).
+        #[arg(long)]
+        seconds: Option<f64>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Scenario file.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// Measured seconds per run (per trial for find-max).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Unmeasured seconds before each run.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds to wait for stragglers after sending.
+    #[arg(long, default_value_t = 1.0)]
+    drain: f64,
+    /// CPU to pin the generator to.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Minimum microseconds between send turns.
+    #[arg(long, default_value_t = 200)]
+    tick_us: u64,
+    /// Socket buffer bytes (SO_RCVBUF/SO_SNDBUF, forced when root).
+    #[arg(long, default_value_t = 4 << 20)]
+    sock_buf: usize,
+    /// PID of the system under test, for its CPU use per run.
+    #[arg(long)]
+    sut_pid: Option<u32>,
+    /// Print the report as JSON only (the RESULT line is printed in any case).
+    #[arg(long)]
+    json: bool,
+}
+
+impl Common {
+    fn setup(&self) -> anyhow::Result<(Generator, TrialParams)> {
+        if let Some(cpu) = self.cpu {
+            sys::pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+        }
+        let scenario = Scenario::load(&self.scenario)?;
+        let gen = Generator::new(
+            &scenario,
+            Options {
+                tick: Duration::from_micros(self.tick_us),
+                sock_buf: self.sock_buf,
+                ssrc_base: None,
+                sut_pid: self.sut_pid,
+            },
+        )?;
+        eprintln!(
+            "scenario {}: {} streams on {} local sockets",
+            self.scenario.display(),
+            gen.stream_count(),
+            gen.socket_count()
+        );
+        let params = TrialParams {
+            rate: 50.0 * gen.stream_count() as f64,
+            warmup: Duration::from_secs_f64(self.warmup),
+            duration: Duration::from_secs_f64(self.duration),
+            drain: Duration::from_secs_f64(self.drain),
+        };
+        Ok((gen, params))
+    }
+}
+
+fn print_table(reports: &[&TrialReport]) {
+    println!(
+        "| offered pps | sent pps | recv pps | loss % | corrupt | dup | reord | p50 us | p90 us | p99 us | p99.9 us | max us | gen CPU % | SUT CPU % |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in reports {
+        let l = r.latency_us;
+        println!(
+            "| {:.0} | {:.0}{} | {:.0} | {:.3} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} |",
+            r.offered_pps,
+            r.sent_pps,
+            if r.generator_limited { " (gen-limited)" } else { "" },
+            r.received_pps,
+            r.loss_pct,
+            r.corrupt,
+            r.duplicates,
+            r.reordered,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.p999,
+            l.max,
+            r.gen_cpu_pct,
+            r.sut_cpu_pct.map_or("-".into(), |c| format!("{c:.0}")),
+        );
+    }
+}
+
+fn write_scenario(path: &Path, file: &ScenarioFile) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(file)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Run { common, rate } => {
+            let (mut gen, mut p) = common.setup()?;
+            if let Some(r) = rate {
+                p.rate = r;
+            }
+            let r = gen.trial(&p)?;
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                print_table(&[&r]);
+                if r.generator_limited {
+                    println!("note: the generator could not send at the offered rate");
+                }
+            }
+            println!("RESULT {}", serde_json::to_string(&r)?);
+        }
+        Cmd::FindMax {
+            common,
+            loss,
+            start_rate,
+            max_rate,
+            step,
+            p99_limit_us,
+            pause,
+        } => {
+            let (mut gen, p) = common.setup()?;
+            let fp = FindMaxParams {
+                loss_pct: loss,
+                start_rate: start_rate.unwrap_or(p.rate),
+                max_rate,
+                step,
+                p99_limit_us,
+                trial: p,
+                pause: Duration::from_secs_f64(pause),
+            };
+            let rep = gen.find_max(&fp, |r, pass| {
+                eprintln!(
+                    "trial {:.0} pps: sent {:.0} recv {:.0} loss {:.3}% corrupt {} p99 {:.0} us gen {:.0}% sut {} -> {}",
+                    r.offered_pps,
+                    r.sent_pps,
+                    r.received_pps,
+                    r.loss_pct,
+                    r.corrupt,
+                    r.latency_us.p99,
+                    r.gen_cpu_pct,
+                    r.sut_cpu_pct.map_or("-".into(), |c| format!("{c:.0}%")),
+                    if pass { "pass" } else { "fail" }
+                );
+                println!("TRIAL {}", serde_json::to_string(r).unwrap_or_default());
+            })?;
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                print_table(&rep.trials.iter().collect::<Vec<_>>());
+                println!(
+                    "max rate with loss <= {}%{}: {:.0} pps{}",
+                    loss,
+                    p99_limit_us.map_or(String::new(), |l| format!(" and p99 <= {l} us")),
+                    rep.max_pps,
+                    if rep.generator_limited {
+                        " (generator-limited: the system under test is at least this fast)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            println!("RESULT {}", serde_json::to_string(&rep)?);
+        }
+        Cmd::RtpengineSetup {
+            ng,
+            calls,
+            local_ip,
+            port_base,
+            ports_per_side,
+            b_suite,
+            out,
+        } => {
+            let Some(b_suite) = SrtpProfile::from_sdes_name(&b_suite) else {
+                bail!("unknown suite {b_suite}");
+            };
+            let mut client = NgClient::new(ng)?;
+            client.request(&Value::dict([("command", Value::str("ping"))]))?;
+            if calls == 0 {
+                eprintln!("{ng}: pong");
+                return Ok(());
+            }
+            let setup = CallSetup {
+                calls,
+                local_ip,
+                port_base,
+                ports_per_side,
+                a_suite: SrtpProfile::AesCm128HmacSha1_80,
+                b_suite,
+                call_prefix: format!("lg-{}-{}", std::process::id(), rand::random::<u32>()),
+            };
+            let t = std::time::Instant::now();
+            let file = ng::setup_calls(&mut client, &setup, &mut rand::rngs::OsRng)?;
+            write_scenario(&out, &file)?;
+            eprintln!(
+                "{calls} calls set up on {ng} in {:.1} s; {} streams written to {}",
+                t.elapsed().as_secs_f64(),
+                file.streams.len(),
+                out.display()
+            );
+        }
+        Cmd::MakeScenario {
+            streams,
+            ip,
+            port_base,
+            ports_per_side,
+            target_port_base,
+            target_ports,
+            plain,
+            out,
+        } => {
+            let mut rng = rand::rngs::OsRng;
+            let mut file = ScenarioFile::default();
+            let pps = ports_per_side.max(1);
+            let port = |base: u16, off: usize| -> anyhow::Result<u16> {
+                u16::try_from(usize::from(base) + off).context("port past 65535")
+            };
+            for i in 0..streams {
+                let key = |rng: &mut rand::rngs::OsRng| {
+                    (!plain).then(|| {
+                        CryptoAttribute::generate(1, SrtpProfile::AesCm128HmacSha1_80, rng)
+                            .to_string()
+                    })
+                };
+                file.streams.push(StreamSpec {
+                    tx_local: SocketAddr::new(ip, port(port_base, i % pps)?).to_string(),
+                    tx_to: SocketAddr::new(ip, port(target_port_base, i % target_ports.max(1))?)
+                        .to_string(),
+                    tx_crypto: key(&mut rng),
+                    rx_local: SocketAddr::new(ip, port(port_base, pps + i % pps)?).to_string(),
+                    rx_crypto: key(&mut rng),
+                });
+            }
+            write_scenario(&out, &file)?;
+        }
+        Cmd::Reflect {
+            scenario,
+            cpu,
+            seconds,
+        } => {
+            if let Some(cpu) = cpu {
+                sys::pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+            }
+            let sc = Scenario::load(&scenario)?;
+            let stop = Arc::new(AtomicBool::new(false));
+            if let Some(s) = seconds {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_secs_f64(s));
+                    stop.store(true, Ordering::Relaxed);
+                });
+            }
+            let stats = reflect::reflect(&sc, 4 << 20, &stop)?;
+            eprintln!(
+                "reflector: {} forwarded, {} dropped",
+                stats.forwarded, stats.dropped
+            );
+        }
+    }
+    Ok(())
+}
