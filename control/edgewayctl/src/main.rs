@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod flow;
 mod srtp;
 
 /// Operate and troubleshoot an edgeway node.
@@ -19,11 +20,14 @@ enum Command {
     /// Decrypt an SRTP capture to RTP, or encrypt RTP to SRTP, with keys from `a=crypto` lines.
     #[command(subcommand)]
     Srtp(srtp::SrtpCommand),
+    /// Read and program a node's flow table: entries, state, counters, ports, liveness.
+    Flow(flow::FlowArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Srtp(cmd) => srtp::run(cmd),
+        Command::Flow(args) => flow::run(args),
     }
 }

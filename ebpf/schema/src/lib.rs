@@ -327,6 +327,52 @@ pub struct FlowCounters {
     pub drops: [u64; DROP_REASONS],
 }
 
+/// Node-wide counters of one worker (its row), written only by that worker.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    /// Packets received (all of the worker's sockets, before any drop).
+    pub rx_packets: u64,
+    /// Bytes (UDP payload) received.
+    pub rx_bytes: u64,
+    /// Packets sent.
+    pub tx_packets: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+    /// Zero-length keepalives received.
+    pub keepalives_rx: u64,
+    /// Keepalives sent.
+    pub keepalives_tx: u64,
+    /// Drops by [`DropReason`] index (including [`DropReason::NoFlow`]).
+    pub drops: [u64; DROP_REASONS],
+    /// Entries the worker has installed.
+    pub flows: u64,
+    /// When the worker last wrote this row (Unix ms).
+    pub updated_ms: u64,
+}
+
+impl NodeCounters {
+    /// Sum of all drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
+    /// Adds `other` to `self` field by field (totals over workers).
+    pub fn accumulate(&mut self, other: &NodeCounters) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.keepalives_rx += other.keepalives_rx;
+        self.keepalives_tx += other.keepalives_tx;
+        for (a, b) in self.drops.iter_mut().zip(other.drops) {
+            *a += b;
+        }
+        self.flows += other.flows;
+        self.updated_ms = self.updated_ms.max(other.updated_ms);
+    }
+}
+
 /// Resumable SRTP state of one direction of one entry (one SSRC): enough for a restarted
 /// worker to continue with no replay or rollover errors.
 #[repr(C)]
@@ -402,6 +448,7 @@ const _: () = assert!(size_of::<FlowCounters>() == 48 + 8 * DROP_REASONS);
 const _: () = assert!(size_of::<SrtpCheckpoint>() == 32);
 const _: () = assert!(size_of::<RtpStats>() == 40);
 const _: () = assert!(size_of::<FlowState>() == 144);
+const _: () = assert!(size_of::<NodeCounters>() == 64 + 8 * DROP_REASONS);
 
 #[cfg(test)]
 mod tests {
