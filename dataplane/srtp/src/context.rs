@@ -295,6 +295,40 @@ impl StreamCheckpoint {
     pub fn roc(&self) -> u32 {
         (self.highest_index >> 16) as u32
     }
+
+    /// A checkpoint from its compact form (the flow table's): the highest index and the replay
+    /// bits of the 128 indices up to it (bit `i` of `recent`: `highest_index - i` was seen).
+    /// Every older index of the window is treated as seen, so a restored receiver can only
+    /// refuse a late packet it had in fact not seen, never accept a replay.
+    pub fn from_recent(kind: StreamKind, ssrc: u32, highest_index: u64, recent: [u64; 2]) -> Self {
+        let mut window = [u64::MAX; WINDOW_WORDS];
+        for i in 0..128u64.min(highest_index + 1) {
+            let pos = (highest_index - i) % u64::from(MAX_REPLAY_WINDOW);
+            let (word, bit) = ((pos / 64) as usize, pos % 64);
+            if recent[(i / 64) as usize] & (1 << (i % 64)) == 0 {
+                window[word] &= !(1 << bit);
+            }
+        }
+        StreamCheckpoint {
+            kind,
+            ssrc,
+            highest_index,
+            window,
+        }
+    }
+
+    /// The compact form of the window: bit `i` set when `highest_index - i` was seen, for the
+    /// 128 indices up to the highest (the inverse of [`StreamCheckpoint::from_recent`]).
+    pub fn recent(&self) -> [u64; 2] {
+        let mut recent = [0u64; 2];
+        for i in 0..128u64.min(self.highest_index + 1) {
+            let pos = (self.highest_index - i) % u64::from(MAX_REPLAY_WINDOW);
+            if self.window[(pos / 64) as usize] & (1 << (pos % 64)) != 0 {
+                recent[(i / 64) as usize] |= 1 << (i % 64);
+            }
+        }
+        recent
+    }
 }
 
 /// Fixed-capacity SSRC table with least-recently-used eviction.

@@ -1,0 +1,193 @@
+//! A worker restart: worker A carries a re-keyed call (RTP across a sequence-number wrap, and
+//! SRTCP on its own ports), exports; worker B is built from the entries and the exported
+//! states and carries on. The far ends keep their contexts: nothing is dropped, everything
+//! still opens, and packets A already accepted are replays for B.
+#![allow(clippy::unwrap_used)]
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use edgeway_map_schema::{flags, DropReason, FlowCounters, FlowKey, FlowState, DROP_REASONS};
+use edgeway_media::{MediaWorker, Verdict};
+use edgeway_srtp::{SrtpContext, SrtpProfile};
+
+fn exported(w: &mut MediaWorker) -> HashMap<u32, (FlowState, FlowCounters)> {
+    let mut out = HashMap::new();
+    w.export(&mut |slot, s, c| {
+        out.insert(slot, (*s, *c));
+    });
+    out
+}
+
+/// The far ends' contexts: they live through the restart.
+struct Far {
+    phone_tx: SrtpContext,
+    phone_rx: SrtpContext,
+    client_tx: SrtpContext,
+    client_rx: SrtpContext,
+}
+
+/// One RTP packet each way (keeps the client's SRTP in `history`); an SRTCP report from the
+/// phone every 50.
+fn step(w: &mut MediaWorker, far: &mut Far, seq: u16, history: &mut Vec<Vec<u8>>) {
+    let now = u64::from(seq);
+    let plain = rtp(0xfeed, seq, u32::from(seq) * 160, 160);
+    let out = sent(
+        feed(w, now, P_PORT, PHONE, &protect(&mut far.phone_tx, &plain)),
+        E_PORT,
+        EDGE,
+    );
+    assert_eq!(unprotect(&mut far.client_rx, &out).unwrap(), plain);
+    let plain = rtp(0xc11e, seq.wrapping_add(0x5555), u32::from(seq) * 160, 160);
+    let srtp = protect(&mut far.client_tx, &plain);
+    let out = sent(feed(w, now, E_PORT, EDGE, &srtp), P_PORT, PHONE);
+    assert_eq!(unprotect(&mut far.phone_rx, &out).unwrap(), plain);
+    history.push(srtp);
+    if seq.is_multiple_of(50) {
+        rtcp_step(w, far);
+    }
+}
+
+/// One SRTCP report from the phone to the client, on the RTCP ports.
+fn rtcp_step(w: &mut MediaWorker, far: &mut Far) {
+    let rr = rtcp_rr(0xfeed);
+    let out = sent(
+        feed(
+            w,
+            0,
+            P_PORT + 1,
+            PHONE_RTCP,
+            &protect_rtcp(&mut far.phone_tx, &rr),
+        ),
+        E_PORT + 1,
+        EDGE_RTCP,
+    );
+    assert_eq!(unprotect_rtcp(&mut far.client_rx, &out).unwrap(), rr);
+}
+
+fn restart(outside: SrtpProfile, inside: SrtpProfile) {
+    let keys = Keys {
+        outside: Some(outside),
+        inside: Some(inside),
+    };
+    let mut entries = core_entries(keys, E_PORT, P_PORT, EDGE, 0).to_vec();
+    entries.extend(core_entries(
+        keys,
+        E_PORT + 1,
+        P_PORT + 1,
+        EDGE_RTCP,
+        flags::RTCP,
+    ));
+    let mut a = MediaWorker::new(core_config());
+    for (slot, key, e) in &entries {
+        a.install(*slot, *key, e, None).unwrap();
+    }
+    // The far ends: their contexts live through the restart.
+    let mut far = Far {
+        phone_tx: context(inside, SEED_PHONE_TX),
+        phone_rx: context(inside, SEED_PHONE_RX),
+        client_tx: context(outside, SEED_CLIENT_TX),
+        client_rx: context(outside, SEED_CLIENT_RX),
+    };
+    let mut seq = 65_000u16;
+    let mut history = Vec::new();
+    // 1000 packets each way: the phone's stream wraps 65535 -> 0 (ROC 1).
+    for _ in 0..1000 {
+        step(&mut a, &mut far, seq, &mut history);
+        seq = seq.wrapping_add(1);
+    }
+    let states = exported(&mut a);
+    // A few RTCP packets after the last export: B's SRTCP sender must not reuse their
+    // indices (the client would call them replays).
+    for _ in 0..3 {
+        rtcp_step(&mut a, &mut far);
+    }
+    drop(a);
+
+    let mut b = MediaWorker::new(core_config());
+    for (slot, key, e) in &entries {
+        let (state, counters) = &states[slot];
+        assert_eq!(state.generation, e.generation);
+        b.install(*slot, *key, e, Some(state)).unwrap();
+        assert!(b.resume_counters(*key, counters));
+    }
+    let before: u64 = states.values().map(|(_, c)| c.tx_packets).sum();
+    for _ in 0..600 {
+        step(&mut b, &mut far, seq, &mut history);
+        seq = seq.wrapping_add(1);
+    }
+    for _ in 0..3 {
+        rtcp_step(&mut b, &mut far);
+    }
+    // Replays of packets A accepted: the most recent one, one 100 back, one far back.
+    let n = history.len();
+    for i in [n - 601, n - 700, n - 1400] {
+        let v = feed(&mut b, 0, E_PORT, EDGE, &history[i]);
+        assert_eq!(v.0, Verdict::Drop(DropReason::Replay), "history[{i}]");
+    }
+    let after = exported(&mut b);
+    let ek = FlowKey::port(E_PORT);
+    let drops = b.counters(ek).unwrap().drops;
+    let mut want = [0; DROP_REASONS];
+    want[DropReason::Replay.index()] = 3;
+    assert_eq!(drops, want, "{outside} -> {inside}");
+    for (slot, key, _) in &entries {
+        if *key != ek {
+            assert_eq!(after[slot].1.drops, [0; DROP_REASONS], "{key:?}");
+        }
+    }
+    // Counters continued from A's.
+    let total: u64 = after.values().map(|(_, c)| c.tx_packets).sum();
+    assert_eq!(total, before + 1200 + 3 + 12);
+    let (s, _) = &after[&u32::from(P_PORT)];
+    assert_eq!((s.latched, s.latched_src), (1, ep(PHONE)));
+    assert_eq!(
+        s.srtp_in.highest_index,
+        (1 << 16) | u64::from(seq.wrapping_sub(1))
+    );
+    assert_eq!(s.rtp.received, 1600);
+}
+
+#[test]
+fn restarted_worker_continues_without_drops_or_rollover_errors() {
+    restart(
+        SrtpProfile::AesCm128HmacSha1_80,
+        SrtpProfile::AesCm128HmacSha1_80,
+    );
+    restart(SrtpProfile::AeadAes128Gcm, SrtpProfile::AesCm128HmacSha1_32);
+}
+
+#[test]
+fn a_new_generation_starts_afresh() {
+    let keys = Keys {
+        outside: Some(SrtpProfile::AesCm128HmacSha1_80),
+        inside: None,
+    };
+    let [edge_side, (slot, pk, mut from_phone)] = core_entries(keys, E_PORT, P_PORT, EDGE, 0);
+    let mut w = MediaWorker::new(core_config());
+    w.install(edge_side.0, edge_side.1, &edge_side.2, None)
+        .unwrap();
+    w.install(slot, pk, &from_phone, None).unwrap();
+    sent(
+        feed(&mut w, 0, P_PORT, PHONE, &rtp(1, 1, 0, 20)),
+        E_PORT,
+        EDGE,
+    );
+    let state = exported(&mut w)[&slot].0;
+    assert_eq!(state.latched, 1);
+    // Same generation again (a rescan): nothing changes.
+    w.install(slot, pk, &from_phone, Some(&FlowState::default()))
+        .unwrap();
+    assert_eq!(exported(&mut w).get(&slot).map(|s| s.0.latched), None);
+    // A new generation: the latch is gone, even when offered the old state.
+    from_phone.generation += 1;
+    w.install(slot, pk, &from_phone, Some(&state)).unwrap();
+    let fresh = exported(&mut w)[&slot].0;
+    assert_eq!(
+        (fresh.generation, fresh.latched),
+        (from_phone.generation, 0)
+    );
+    // ...and the counters of the key carry on.
+    assert_eq!(w.counters(pk).unwrap().tx_packets, 1);
+}
