@@ -199,6 +199,11 @@ impl LocalFlow {
             ctx.restore(&restored);
             self.checkpoint_ssrc = Some(cp.ssrc);
         }
+        if let (LegCrypto::Srtp(ctx), 1..) = (&mut self.crypto_out, s.srtcp_out_next) {
+            // Other SSRCs (RTCP muxed on an RTP entry, a second source) have no checkpoint:
+            // start them past everything sent before the export and what may have followed.
+            ctx.raise_srtcp_send_floor(s.srtcp_out_next + SRTCP_RESUME_SKIP);
+        }
     }
 
     /// Brings the exported fields of `state` up to date: checkpoints and statistics.
@@ -220,6 +225,9 @@ impl LocalFlow {
         };
         self.state.srtp_in = checkpoint(&self.crypto_in);
         self.state.srtp_out = checkpoint(&self.crypto_out);
+        if let LegCrypto::Srtp(ctx) = &self.crypto_out {
+            self.state.srtcp_out_next = ctx.srtcp_send_next();
+        }
         self.state.rtp = self.rtp.stats();
     }
 

@@ -1,5 +1,5 @@
-//! A worker restart: worker A carries a re-keyed call (RTP across a sequence-number wrap, and
-//! SRTCP on its own ports), exports; worker B is built from the entries and the exported
+//! A worker restart: worker A carries a re-keyed call (RTP across a sequence-number wrap,
+//! SRTCP on its own ports and SRTCP multiplexed on the RTP ports), exports; worker B is built from the entries and the exported
 //! states and carries on. The far ends keep their contexts: nothing is dropped, everything
 //! still opens, and packets A already accepted are replays for B.
 #![allow(clippy::unwrap_used)]
@@ -26,6 +26,8 @@ struct Far {
     phone_rx: SrtpContext,
     client_tx: SrtpContext,
     client_rx: SrtpContext,
+    /// The client's receiver for SRTCP multiplexed on the RTP ports.
+    client_rx_mux: SrtpContext,
 }
 
 /// One RTP packet each way (keeps the client's SRTP in `history`); an SRTCP report from the
@@ -49,8 +51,16 @@ fn step(w: &mut MediaWorker, far: &mut Far, seq: u16, history: &mut Vec<Vec<u8>>
     }
 }
 
-/// One SRTCP report from the phone to the client, on the RTCP ports.
+/// One SRTCP report from the phone to the client on the RTCP ports, and one multiplexed on
+/// the RTP ports (rtcp-mux: no checkpoint covers its SRTCP stream).
 fn rtcp_step(w: &mut MediaWorker, far: &mut Far) {
+    let rr = rtcp_rr(0xfeed);
+    let out = sent(
+        feed(w, 0, P_PORT, PHONE, &protect_rtcp(&mut far.phone_tx, &rr)),
+        E_PORT,
+        EDGE,
+    );
+    assert_eq!(unprotect_rtcp(&mut far.client_rx_mux, &out).unwrap(), rr);
     let rr = rtcp_rr(0xfeed);
     let out = sent(
         feed(
@@ -89,6 +99,7 @@ fn restart(outside: SrtpProfile, inside: SrtpProfile) {
         phone_rx: context(inside, SEED_PHONE_RX),
         client_tx: context(outside, SEED_CLIENT_TX),
         client_rx: context(outside, SEED_CLIENT_RX),
+        client_rx_mux: context(outside, SEED_CLIENT_RX),
     };
     let mut seq = 65_000u16;
     let mut history = Vec::new();
@@ -98,8 +109,9 @@ fn restart(outside: SrtpProfile, inside: SrtpProfile) {
         seq = seq.wrapping_add(1);
     }
     let states = exported(&mut a);
-    // A few RTCP packets after the last export: B's SRTCP sender must not reuse their
-    // indices (the client would call them replays).
+    // A few RTCP packets after the last export: B's SRTCP senders must not reuse their
+    // indices (keystream reuse; the client would call them replays), multiplexed ones
+    // included.
     for _ in 0..3 {
         rtcp_step(&mut a, &mut far);
     }
@@ -139,7 +151,7 @@ fn restart(outside: SrtpProfile, inside: SrtpProfile) {
     }
     // Counters continued from A's.
     let total: u64 = after.values().map(|(_, c)| c.tx_packets).sum();
-    assert_eq!(total, before + 1200 + 3 + 12);
+    assert_eq!(total, before + 1200 + 2 * (3 + 12));
     let (s, _) = &after[&u32::from(P_PORT)];
     assert_eq!((s.latched, s.latched_src), (1, ep(PHONE)));
     assert_eq!(

@@ -400,6 +400,9 @@ pub struct SrtpContext {
     encrypt_rtcp: bool,
     rtp: Streams,
     rtcp: Streams,
+    /// Above every SRTCP index this context has sent or restored: where an outbound stream
+    /// it holds no state for (new, evicted, or not checkpointed) starts.
+    rtcp_send_floor: u64,
 }
 
 impl core::fmt::Debug for SrtpContext {
@@ -519,6 +522,7 @@ impl SrtpContext {
             encrypt_rtcp: config.encrypt_rtcp,
             rtp: Streams::new(config.max_streams),
             rtcp: Streams::new(config.max_streams),
+            rtcp_send_floor: 1,
         })
     }
 
@@ -730,12 +734,13 @@ impl SrtpContext {
         let index = if window.started {
             window.highest + 1
         } else {
-            1
+            self.rtcp_send_floor
         };
         if index > SRTCP_INDEX_MAX {
             return Err(Error::IndexExhausted);
         }
         window.accept(index);
+        self.rtcp_send_floor = self.rtcp_send_floor.max(index + 1);
         let (mk, keys) = &self.keys[0];
         let const_e = if self.encrypt_rtcp { SRTCP_E_FLAG } else { 0 };
         let e_index = (const_e | index as u32).to_be_bytes();
@@ -877,6 +882,22 @@ impl SrtpContext {
             })
     }
 
+    /// The SRTCP index an outbound stream this context holds no state for would start at:
+    /// above every index it has sent or restored. SRTCP indices are the sender's own count,
+    /// so a sender that loses a stream's state (restart without its checkpoint, eviction)
+    /// must never count from 1 again: that would reuse keystream, and the receiver would
+    /// drop the packets as replays. Export this with the checkpoints.
+    pub fn srtcp_send_next(&self) -> u64 {
+        self.rtcp_send_floor
+    }
+
+    /// Raises [`SrtpContext::srtcp_send_next`] to at least `floor` (clamped to the index
+    /// space): a restored sender passes what it exported plus a margin for what it sent
+    /// after the export.
+    pub fn raise_srtcp_send_floor(&mut self, floor: u64) {
+        self.rtcp_send_floor = self.rtcp_send_floor.max(floor.clamp(1, SRTCP_INDEX_MAX));
+    }
+
     /// Restores one stream from a checkpoint taken by [`SrtpContext::checkpoints`] (replacing
     /// any state the context has for that SSRC).
     pub fn restore(&mut self, cp: &StreamCheckpoint) {
@@ -889,6 +910,9 @@ impl SrtpContext {
         w.started = true;
         w.highest = cp.highest_index;
         w.bits = cp.window;
+        if cp.kind == StreamKind::Rtcp {
+            self.raise_srtcp_send_floor(cp.highest_index + 1);
+        }
     }
 }
 

@@ -62,3 +62,68 @@ fn a_young_stream_round_trips() {
     let cp = StreamCheckpoint::from_recent(StreamKind::Rtcp, 1, 3, [0b1011, 0]);
     assert_eq!(cp.recent(), [0b1011, 0]);
 }
+
+/// The SRTCP index (E flag masked off) of a protected packet: the four bytes before the tag.
+fn srtcp_index(p: &[u8], tag_len: usize) -> u64 {
+    let at = p.len() - tag_len - 4;
+    u64::from(u32::from_be_bytes(p[at..at + 4].try_into().unwrap()) & 0x7fff_ffff)
+}
+
+/// Protects one RTCP packet from `ssrc` with `tx` and returns its SRTCP index.
+fn send_rtcp(tx: &mut edgeway_srtp::SrtpContext, ssrc: u32) -> u64 {
+    let p = rtcp(ssrc);
+    let mut b = with_room(&p);
+    let n = tx.protect_rtcp(&mut b, p.len()).unwrap();
+    srtcp_index(&b[..n], 10)
+}
+
+#[test]
+fn srtcp_senders_never_count_an_index_twice() {
+    let profile = SrtpProfile::AesCm128HmacSha1_80;
+    let mut cfg = edgeway_srtp::SrtpConfig::new(profile, key(profile, 4));
+    cfg.max_streams = 2;
+    let mut tx = edgeway_srtp::SrtpContext::new(&cfg).unwrap();
+    assert_eq!(tx.srtcp_send_next(), 1);
+    // A first stream counts from 1; a second one starts above everything sent so far.
+    let first: Vec<u64> = (0..5).map(|_| send_rtcp(&mut tx, 1)).collect();
+    assert_eq!(first, [1, 2, 3, 4, 5]);
+    assert_eq!(send_rtcp(&mut tx, 2), 6);
+    assert_eq!(tx.srtcp_send_next(), 7);
+    // A third SSRC evicts the least recently used (1); when 1 comes back it must not
+    // count from 1 again.
+    assert_eq!(send_rtcp(&mut tx, 3), 7);
+    assert_eq!(send_rtcp(&mut tx, 1), 8);
+
+    // A sender restored from an exported floor plus a margin continues above it, for
+    // every SSRC it holds no checkpoint of, and a receiver that saw the old packets
+    // accepts the new ones.
+    let mut rx = context(profile, 4);
+    for ssrc in [1u32, 2] {
+        let p = rtcp(ssrc);
+        let mut b = with_room(&p);
+        let n = tx.protect_rtcp(&mut b, p.len()).unwrap();
+        rx.unprotect_rtcp(&mut b, n).unwrap();
+    }
+    let exported = tx.srtcp_send_next();
+    let mut restored = context(profile, 4);
+    restored.raise_srtcp_send_floor(exported + 16);
+    for ssrc in [1u32, 2, 77] {
+        let p = rtcp(ssrc);
+        let mut b = with_room(&p);
+        let n = restored.protect_rtcp(&mut b, p.len()).unwrap();
+        assert!(srtcp_index(&b[..n], 10) >= exported + 16);
+        rx.unprotect_rtcp(&mut b, n).unwrap();
+    }
+    // Restoring a stream checkpoint raises the floor too; lowering is never possible.
+    let mut cp_restored = context(profile, 4);
+    cp_restored.restore(&StreamCheckpoint::from_recent(
+        StreamKind::Rtcp,
+        5,
+        1000,
+        [u64::MAX; 2],
+    ));
+    cp_restored.raise_srtcp_send_floor(3);
+    assert_eq!(cp_restored.srtcp_send_next(), 1001);
+    assert_eq!(send_rtcp(&mut cp_restored, 5), 1001);
+    assert_eq!(send_rtcp(&mut cp_restored, 6), 1002);
+}

@@ -23,7 +23,7 @@ use core::mem::size_of;
 
 /// Bumped whenever a type here changes size or meaning; stored in every table header so a
 /// process built against another layout refuses to open it.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Default media port range (seed guide, port reference).
 pub const MEDIA_PORT_MIN: u16 = 36000;
@@ -436,6 +436,10 @@ pub struct FlowState {
     pub srtp_out: SrtpCheckpoint,
     /// Receive statistics.
     pub rtp: RtpStats,
+    /// Above every SRTCP index the outbound leg has sent (all SSRCs, muxed RTCP included;
+    /// 0 = none known). A restored worker starts SRTCP streams it holds no checkpoint for
+    /// past it, so it never reuses an index (and keystream) it sent before the restart.
+    pub srtcp_out_next: u64,
 }
 
 // The layout is part of the contract: a change here must be a change of SCHEMA_VERSION and of
@@ -447,7 +451,7 @@ const _: () = assert!(size_of::<FlowEntry>() == 176);
 const _: () = assert!(size_of::<FlowCounters>() == 48 + 8 * DROP_REASONS);
 const _: () = assert!(size_of::<SrtpCheckpoint>() == 32);
 const _: () = assert!(size_of::<RtpStats>() == 40);
-const _: () = assert!(size_of::<FlowState>() == 144);
+const _: () = assert!(size_of::<FlowState>() == 152);
 const _: () = assert!(size_of::<NodeCounters>() == 64 + 8 * DROP_REASONS);
 
 #[cfg(test)]
