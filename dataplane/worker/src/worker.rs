@@ -146,7 +146,6 @@ struct Worker {
     sockets: Sockets,
     installed: HashMap<FlowKey, Installed>,
     cursor: u64,
-    bad_entries: u64,
     /// Keys whose idle timeout fired in the last timer pass.
     idle: Vec<FlowKey>,
 }
@@ -171,7 +170,6 @@ pub(crate) fn run(spec: WorkerSpec) -> Result<()> {
         sockets: Sockets::default(),
         installed: HashMap::new(),
         cursor: 0,
-        bad_entries: 0,
         idle: Vec::new(),
     };
     w.bind_demux_ports()?;
@@ -248,7 +246,7 @@ impl Worker {
                     for &q in &ports[..bound] {
                         self.sockets.release(&mut self.uring, q);
                     }
-                    self.bad_entries += 1;
+                    self.media.count_drop(DropReason::BadEntry);
                     return;
                 }
             }
@@ -264,7 +262,7 @@ impl Worker {
                     self.sockets.release(&mut self.uring, p);
                 }
             }
-            self.bad_entries += 1;
+            self.media.count_drop(DropReason::BadEntry);
             return;
         }
         if resume.is_some() {

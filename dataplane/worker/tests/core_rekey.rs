@@ -339,3 +339,59 @@ fn bad_packets_are_dropped_and_counted_by_reason_without_harming_another_flow() 
     let o = dp.counters(FlowKey::port(other.ce));
     assert_eq!(o.drops.iter().sum::<u64>(), 0, "{o:?}");
 }
+
+#[test]
+fn an_entry_that_cannot_be_installed_is_counted_and_harms_no_other_flow() {
+    let dp = Dataplane::start("core", &[]);
+    let p = SrtpProfile::AesCm128HmacSha1_80;
+    let (ka, kb) = (master_key(p, 51), master_key(p, 52));
+    let call = core_call(
+        &dp,
+        21,
+        params(p, &ka),
+        params(p, &kb),
+        params(p, &kb),
+        params(p, &ka),
+        0,
+    );
+    assert_eq!(dp.node_drops(DropReason::BadEntry), 0);
+    // Another process holds the port the entry would receive on: the worker cannot bind it.
+    let squatter = party();
+    let taken = addr(&squatter).port();
+    dp.table
+        .insert(
+            FlowKey::port(taken),
+            entry(
+                22,
+                Action::Rekey,
+                0,
+                call.ci,
+                Some(addr(&call.phone)),
+                FlowKey::port(call.ci),
+                params(p, &ka),
+                params(p, &kb),
+            ),
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while dp.node_drops(DropReason::BadEntry) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused entry was never counted"
+        );
+    }
+    assert_eq!(dp.node_drops(DropReason::BadEntry), 1, "counted once");
+    // The call installed before still re-keys.
+    let mut tx = context(p, &ka);
+    let mut rx = context(p, &kb);
+    let mut b = rtp(0x77, 1, 0);
+    let n = b.len();
+    b.resize(n + 16, 0);
+    let m = tx.protect_rtp(&mut b, n).unwrap();
+    let dst = std::net::SocketAddrV4::new(LO, call.ce);
+    let mut out = send_until_forwarded(&call.edge, dst, &b[..m], &call.phone);
+    let n = out.len();
+    out.resize(n + 16, 0);
+    rx.unprotect_rtp(&mut out, n)
+        .expect("re-keyed under the other leg's key");
+}
