@@ -9,14 +9,16 @@
 //!
 //! It is target-agnostic: a [`scenario`] file lists the streams (addresses and SDES keys)
 //! and is all it knows about the target. [`ng`] writes one for rtpengine over its ng
-//! protocol ([`bencode`]); [`reflect`] is a trivial built-in relay used to measure the
-//! generator's own ceiling; edgeway's own setup writes one for edgeway.
+//! protocol ([`bencode`]); [`edgeway`] programs calls into edgeway's flow table and writes
+//! one for edgeway; [`reflect`] is a trivial built-in relay used to measure the
+//! generator's own ceiling.
 //!
 //! The [`engine`] is driven by the binary's `run` and `find-max` commands; it runs on one
 //! pinned thread with batched syscalls ([`sys`], the crate's only unsafe code) and no
 //! allocation per packet.
 
 pub mod bencode;
+pub mod edgeway;
 pub mod engine;
 pub mod ng;
 pub mod payload;

@@ -85,6 +85,37 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Program calls into a running edgeway data plane's flow table (core re-key, both
+    /// legs), wait until its workers installed them, and write their streams as a scenario.
+    EdgewaySetup {
+        /// The node's table directory (as given to edgeway-dataplane --shm-dir).
+        #[arg(long)]
+        shm_dir: PathBuf,
+        /// Calls (two streams each).
+        #[arg(long)]
+        calls: usize,
+        /// IPv4 address of the simulated endpoints.
+        #[arg(long, default_value = "127.0.0.1")]
+        local_ip: std::net::Ipv4Addr,
+        /// First local port of the simulated endpoints.
+        #[arg(long)]
+        port_base: u16,
+        /// Distinct local ports per call side (0: one per call side).
+        #[arg(long, default_value_t = 0)]
+        ports_per_side: usize,
+        /// Address the data plane's media sockets are bound to.
+        #[arg(long, default_value = "127.0.0.1")]
+        sut_ip: std::net::Ipv4Addr,
+        /// Suite of side B (side A is AES_CM_128_HMAC_SHA1_80).
+        #[arg(long, default_value = "AES_CM_128_HMAC_SHA1_32")]
+        b_suite: String,
+        /// Seconds to wait for the workers to install the calls.
+        #[arg(long, default_value_t = 30.0)]
+        wait: f64,
+        /// Scenario file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write a scenario for the built-in reflector (generator calibration).
     MakeScenario {
         /// Streams.
@@ -325,6 +356,46 @@ fn main() -> anyhow::Result<()> {
             write_scenario(&out, &file)?;
             eprintln!(
                 "{calls} calls set up on {ng} in {:.1} s; {} streams written to {}",
+                t.elapsed().as_secs_f64(),
+                file.streams.len(),
+                out.display()
+            );
+        }
+        Cmd::EdgewaySetup {
+            shm_dir,
+            calls,
+            local_ip,
+            port_base,
+            ports_per_side,
+            sut_ip,
+            b_suite,
+            wait,
+            out,
+        } => {
+            let Some(b_suite) = SrtpProfile::from_sdes_name(&b_suite) else {
+                bail!("unknown suite {b_suite}");
+            };
+            let table = edgeway_flowtable::FlowTable::open_at(&shm_dir)
+                .with_context(|| format!("opening the flow table in {}", shm_dir.display()))?;
+            let setup = edgeway_loadgen::edgeway::EdgewaySetup {
+                calls,
+                local_ip,
+                port_base,
+                ports_per_side,
+                sut_ip,
+                a_suite: SrtpProfile::AesCm128HmacSha1_80,
+                b_suite,
+                workers: table.dataplane().workers.max(1),
+                flow_id_base: 1,
+            };
+            let t = std::time::Instant::now();
+            let file =
+                edgeway_loadgen::edgeway::setup_calls(&table, &setup, &mut rand::rngs::OsRng)?;
+            edgeway_loadgen::edgeway::wait_installed(&table, Duration::from_secs_f64(wait))?;
+            write_scenario(&out, &file)?;
+            eprintln!(
+                "{calls} calls programmed into {} and installed in {:.1} s; {} streams written to {}",
+                shm_dir.display(),
                 t.elapsed().as_secs_f64(),
                 file.streams.len(),
                 out.display()

@@ -267,15 +267,15 @@ pub struct CallSetup {
 
 impl CallSetup {
     fn side_addr(&self, call: usize, side: usize) -> Result<SocketAddr, NgError> {
-        let per_side = if self.ports_per_side == 0 {
-            self.calls
-        } else {
-            self.ports_per_side
-        };
-        let off = side * per_side + call % per_side;
-        let port = u16::try_from(usize::from(self.port_base) + off)
-            .map_err(|_| NgError::Sdp("local ports run past 65535".into()))?;
-        Ok(SocketAddr::new(self.local_ip, port))
+        crate::scenario::endpoint_addr(
+            self.local_ip,
+            self.port_base,
+            self.ports_per_side,
+            self.calls,
+            call,
+            side,
+        )
+        .ok_or_else(|| NgError::Sdp("local ports run past 65535".into()))
     }
 }
 

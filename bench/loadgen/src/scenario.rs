@@ -21,6 +21,28 @@ use std::path::Path;
 use edgeway_srtp::sdes::{CryptoAttribute, SdesError};
 use serde::{Deserialize, Serialize};
 
+/// Address of one side (0: A, 1: B) of call `call` of `calls` for simulated endpoints on
+/// `ip` from `port_base`: side A takes the first block of ports, side B the next. With
+/// `ports_per_side` 0 every call side has its own port; otherwise calls share that many
+/// ports per side (the generator tells streams apart by SSRC). `None` past port 65535.
+pub fn endpoint_addr(
+    ip: std::net::IpAddr,
+    port_base: u16,
+    ports_per_side: usize,
+    calls: usize,
+    call: usize,
+    side: usize,
+) -> Option<SocketAddr> {
+    let per_side = if ports_per_side == 0 {
+        calls
+    } else {
+        ports_per_side
+    };
+    let off = side * per_side + call % per_side.max(1);
+    let port = u16::try_from(usize::from(port_base) + off).ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
 /// One stream as written in the file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
