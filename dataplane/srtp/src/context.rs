@@ -320,15 +320,36 @@ impl StreamCheckpoint {
     /// The compact form of the window: bit `i` set when `highest_index - i` was seen, for the
     /// 128 indices up to the highest (the inverse of [`StreamCheckpoint::from_recent`]).
     pub fn recent(&self) -> [u64; 2] {
-        let mut recent = [0u64; 2];
-        for i in 0..128u64.min(self.highest_index + 1) {
-            let pos = (self.highest_index - i) % u64::from(MAX_REPLAY_WINDOW);
-            if self.window[(pos / 64) as usize] & (1 << (pos % 64)) != 0 {
-                recent[(i / 64) as usize] |= 1 << (i % 64);
-            }
-        }
-        recent
+        recent_bits(&self.window, self.highest_index)
     }
+}
+
+/// The 128 replay bits up to `highest` in compact form (bit `i`: `highest - i` was seen) from
+/// the ring bitmap, a word at a time: the checkpoint export runs for every active flow many
+/// times a second, so this must not walk the bits one by one.
+#[inline]
+fn recent_bits(window: &[u64; WINDOW_WORDS], highest: u64) -> [u64; 2] {
+    let ring = u64::from(MAX_REPLAY_WINDOW);
+    // The 64 ring bits starting at ring position `start` (wrapping), lowest index first.
+    let bits64 = |start: u64| -> u64 {
+        let word = (start / 64) as usize % WINDOW_WORDS;
+        let shift = start % 64;
+        let lo = window[word] >> shift;
+        if shift == 0 {
+            lo
+        } else {
+            lo | window[(word + 1) % WINDOW_WORDS] << (64 - shift)
+        }
+    };
+    // Indices highest-127 ..= highest, oldest in bit 0; reversed, bit i is highest - i.
+    let start = (highest % ring + ring - 127) % ring;
+    let span = u128::from(bits64(start)) | u128::from(bits64((start + 64) % ring)) << 64;
+    let mut recent = span.reverse_bits();
+    if highest < 127 {
+        // Indices below zero never existed.
+        recent &= (1u128 << (highest + 1)) - 1;
+    }
+    [recent as u64, (recent >> 64) as u64]
 }
 
 /// Fixed-capacity SSRC table with least-recently-used eviction.
@@ -866,6 +887,26 @@ impl SrtpContext {
         };
         self.rtcp.list[slot].window.accept(index);
         Ok(plain_len)
+    }
+
+    /// The compact checkpoint of one stream (its highest index and the 128 recent replay bits,
+    /// as [`StreamCheckpoint::recent`]) without copying its whole window: what the data plane
+    /// exports for every active flow. `None` if the stream has not started.
+    pub fn compact_checkpoint(&self, kind: StreamKind, ssrc: u32) -> Option<(u64, [u64; 2])> {
+        let streams = match kind {
+            StreamKind::Rtp => &self.rtp,
+            StreamKind::Rtcp => &self.rtcp,
+        };
+        streams
+            .list
+            .iter()
+            .find(|s| s.ssrc == ssrc && s.window.started)
+            .map(|s| {
+                (
+                    s.window.highest,
+                    recent_bits(&s.window.bits, s.window.highest),
+                )
+            })
     }
 
     /// The state of every stream, for a checkpoint.

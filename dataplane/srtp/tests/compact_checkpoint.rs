@@ -127,3 +127,39 @@ fn srtcp_senders_never_count_an_index_twice() {
     assert_eq!(send_rtcp(&mut cp_restored, 5), 1001);
     assert_eq!(send_rtcp(&mut cp_restored, 6), 1002);
 }
+
+/// The word-at-a-time `recent` agrees with reading the ring bit by bit, for random windows and
+/// highest indices at every alignment: across the ring's wrap, on word boundaries, and for
+/// streams younger than 128 packets (whose missing history must read as not seen).
+#[test]
+fn recent_matches_a_bit_by_bit_reading_of_the_ring() {
+    use edgeway_srtp::MAX_REPLAY_WINDOW;
+    let ring = u64::from(MAX_REPLAY_WINDOW);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut highs: Vec<u64> = (0..200).collect();
+    for base in [ring, 5 * ring, 1 << 40] {
+        highs.extend((0..130).map(|d| base - 65 + d));
+    }
+    highs.extend((0..2000).map(|_| next() >> 16));
+    for highest in highs {
+        let mut cp = StreamCheckpoint::from_recent(StreamKind::Rtp, 1, 0, [0; 2]);
+        cp.highest_index = highest;
+        for w in cp.window.iter_mut() {
+            *w = next();
+        }
+        let mut want = [0u64; 2];
+        for i in 0..128u64.min(highest + 1) {
+            let pos = (highest - i) % ring;
+            if cp.window[(pos / 64) as usize] >> (pos % 64) & 1 == 1 {
+                want[(i / 64) as usize] |= 1 << (i % 64);
+            }
+        }
+        assert_eq!(cp.recent(), want, "highest {highest}");
+    }
+}
