@@ -214,14 +214,15 @@ impl LocalFlow {
             let (LegCrypto::Srtp(ctx), Some(ssrc)) = (crypto, ssrc) else {
                 return SrtpCheckpoint::default();
             };
-            ctx.checkpoints()
-                .find(|cp| cp.kind == kind && cp.ssrc == ssrc)
-                .map_or_else(SrtpCheckpoint::default, |cp| SrtpCheckpoint {
+            ctx.compact_checkpoint(kind, ssrc).map_or_else(
+                SrtpCheckpoint::default,
+                |(highest_index, recent)| SrtpCheckpoint {
                     valid: 1,
                     ssrc,
-                    highest_index: cp.highest_index,
-                    recent: cp.recent(),
-                })
+                    highest_index,
+                    recent,
+                },
+            )
         };
         self.state.srtp_in = checkpoint(&self.crypto_in);
         self.state.srtp_out = checkpoint(&self.crypto_out);

@@ -62,10 +62,13 @@ pub struct MediaWorker {
     demux: DemuxMap,
     flows: Vec<Option<LocalFlow>>,
     free: Vec<u32>,
-    /// Per arena index: listed in `dirty`. Each index is listed at most once, so `dirty`
-    /// never outgrows the capacity reserved on install.
+    /// Per arena index: listed in `dirty` or `exporting`. Each index is listed at most once,
+    /// so neither list outgrows the capacity reserved on install.
     in_dirty: Vec<bool>,
     dirty: Vec<u32>,
+    /// The export pass under way: `dirty` as it was when the pass began, drained a chunk at a
+    /// time (flows that change meanwhile go to `dirty`, for the next pass, unless listed here).
+    exporting: Vec<u32>,
     node: NodeCounters,
     /// No timer work is due before this (a lower bound: traffic only pushes deadlines later).
     next_deadline: u64,
@@ -105,6 +108,7 @@ impl MediaWorker {
             free: Vec::new(),
             in_dirty: Vec::new(),
             dirty: Vec::new(),
+            exporting: Vec::new(),
             node: NodeCounters::default(),
             next_deadline: u64::MAX,
         }
@@ -221,8 +225,10 @@ impl MediaWorker {
             }
         };
         let want = self.flows.len();
-        if self.dirty.capacity() < want {
-            self.dirty.reserve(want - self.dirty.len());
+        for list in [&mut self.dirty, &mut self.exporting] {
+            if list.capacity() < want {
+                list.reserve(want - list.len());
+            }
         }
         Self::mark_dirty(&mut self.in_dirty, &mut self.dirty, index);
         // A keepalive is owed and the idle clock starts: run the timer soon.
@@ -395,16 +401,33 @@ impl MediaWorker {
     /// the last export, with its SRTP checkpoints (highest index and the 128 recent replay
     /// bits of both directions) and RTP statistics brought up to date. Allocates nothing.
     pub fn export(&mut self, out: &mut impl FnMut(u32, &FlowState, &FlowCounters)) {
-        let mut list = std::mem::take(&mut self.dirty);
-        for &index in &list {
+        while self.export_some(usize::MAX, out) || !self.dirty.is_empty() {}
+    }
+
+    /// One step of an export pass: at most `max` of the flows that had changed when the pass
+    /// began (a pass begins when none is under way). Returns whether the pass has flows left.
+    /// A worker with thousands of active flows exports them a chunk per turn of its loop, so
+    /// no packet waits behind the whole table's export; a flow changing during the pass is
+    /// exported by it if it is still listed, else by the next.
+    pub fn export_some(
+        &mut self,
+        max: usize,
+        out: &mut impl FnMut(u32, &FlowState, &FlowCounters),
+    ) -> bool {
+        if self.exporting.is_empty() {
+            std::mem::swap(&mut self.dirty, &mut self.exporting);
+        }
+        for _ in 0..max {
+            let Some(index) = self.exporting.pop() else {
+                return false;
+            };
             self.in_dirty[index as usize] = false;
             if let Some(flow) = self.flows[index as usize].as_mut() {
                 flow.snapshot();
                 out(flow.slot, &flow.state, &flow.counters);
             }
         }
-        list.clear();
-        self.dirty = list;
+        !self.exporting.is_empty()
     }
 }
 

@@ -63,6 +63,13 @@ struct Args {
     /// Slots of the flow table when this process creates it.
     #[arg(long, default_value_t = 65536)]
     capacity: u32,
+    /// Microseconds a worker's wait may hold out for a batch of completions once one has
+    /// arrived (0: wake on the first). Trades added latency for fewer wake-ups per packet.
+    #[arg(long, default_value_t = 50)]
+    batch_window_us: u64,
+    /// Completions that end a batch window early.
+    #[arg(long, default_value_t = 32)]
+    batch: u32,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -115,6 +122,11 @@ fn main() -> Result<()> {
             bind: args.bind,
             dir: dir.clone(),
             config: config.clone(),
+            uring: edgeway_uring::UringConfig {
+                batch_window: Duration::from_micros(args.batch_window_us),
+                batch_completions: args.batch,
+                ..Default::default()
+            },
             stop: Arc::clone(&stop),
         };
         threads.push(

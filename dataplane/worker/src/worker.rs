@@ -19,6 +19,11 @@ const SYNC_EVERY_MS: u64 = 2;
 /// SRTP checkpoints older than this are still safe (indices only move forward), counters
 /// lose at most this much.
 const EXPORT_EVERY_MS: u64 = 20;
+
+/// Flows exported per turn of the loop while an export pass is under way: bounds the time a
+/// received packet can wait behind the export (a few tens of microseconds) however many flows
+/// the worker carries.
+const EXPORT_CHUNK: usize = 64;
 /// Longest wait in the kernel for packets when idle; keeps timers and table changes prompt.
 const WAIT: Duration = Duration::from_millis(2);
 
@@ -31,6 +36,7 @@ pub(crate) struct WorkerSpec {
     pub(crate) bind: Ipv4Addr,
     pub(crate) dir: PathBuf,
     pub(crate) config: MediaConfig,
+    pub(crate) uring: UringConfig,
     pub(crate) stop: Arc<AtomicBool>,
 }
 
@@ -159,7 +165,7 @@ pub(crate) fn run(spec: WorkerSpec) -> Result<()> {
     }
     let table = FlowTable::open_at(&spec.dir)
         .with_context(|| format!("worker {}: opening the flow table", spec.index))?;
-    let uring = Uring::new(&UringConfig::default())
+    let uring = Uring::new(&spec.uring)
         .with_context(|| format!("worker {}: creating its io_uring", spec.index))?;
     let media = MediaWorker::new(spec.config.clone());
     let mut w = Worker {
@@ -313,6 +319,7 @@ impl Worker {
     fn run_loop(&mut self) -> Result<()> {
         let mut next_sync = 0;
         let mut next_export = 0;
+        let mut exporting = false;
         while !self.spec.stop.load(Ordering::Relaxed) {
             let now = unix_ms();
             if now >= next_sync {
@@ -320,30 +327,36 @@ impl Worker {
                 self.timers(now);
                 next_sync = now + SYNC_EVERY_MS;
             }
-            if now >= next_export {
-                self.export();
-                next_export = now + EXPORT_EVERY_MS;
+            if exporting || now >= next_export {
+                if !exporting {
+                    next_export = now + EXPORT_EVERY_MS;
+                }
+                exporting = self.export_some(EXPORT_CHUNK);
             }
             let media = &mut self.media;
             let sockets = &self.sockets;
             let mut stamp: Option<u64> = None;
             self.uring
-                .run_once(Some(WAIT), &mut |dg| {
-                    let now = *stamp.get_or_insert_with(unix_ms);
-                    let port = sockets.port_of.get(dg.socket.index()).copied().unwrap_or(0);
-                    match media.handle(now, port, dg.src, dg.buf, dg.len) {
-                        Verdict::Send { from_port, to, len } => {
-                            match sockets.id_of[usize::from(from_port)] {
-                                Some(from) => Disposition::Send { from, to, len },
-                                None => {
-                                    media.count_drop(DropReason::SendFailed);
-                                    Disposition::Recycle
+                // An export pass under way goes on next turn even if no packet comes.
+                .run_once(
+                    Some(if exporting { Duration::ZERO } else { WAIT }),
+                    &mut |dg| {
+                        let now = *stamp.get_or_insert_with(unix_ms);
+                        let port = sockets.port_of.get(dg.socket.index()).copied().unwrap_or(0);
+                        match media.handle(now, port, dg.src, dg.buf, dg.len) {
+                            Verdict::Send { from_port, to, len } => {
+                                match sockets.id_of[usize::from(from_port)] {
+                                    Some(from) => Disposition::Send { from, to, len },
+                                    None => {
+                                        media.count_drop(DropReason::SendFailed);
+                                        Disposition::Recycle
+                                    }
                                 }
                             }
+                            _ => Disposition::Recycle,
                         }
-                        _ => Disposition::Recycle,
-                    }
-                })
+                    },
+                )
                 .context("io_uring")?;
         }
         self.export();
@@ -382,13 +395,23 @@ impl Worker {
     }
 
     fn export(&mut self) {
+        while self.export_some(usize::MAX) {}
+        self.export_some(usize::MAX);
+    }
+
+    /// Exports up to `max` changed flows to the table; once none remain, the node's counter
+    /// row too. Returns whether changed flows remain.
+    fn export_some(&mut self, max: usize) -> bool {
         let table = &self.table;
-        self.media.export(&mut |slot, state, counters| {
+        let more = self.media.export_some(max, &mut |slot, state, counters| {
             table.write_state(slot, state);
             table.write_counters(slot, counters);
         });
-        let mut row = self.media.node_counters();
-        row.updated_ms = edgeway_flowtable::unix_ms();
-        let _ = table.write_node_counters(self.spec.index, &row);
+        if !more {
+            let mut row = self.media.node_counters();
+            row.updated_ms = edgeway_flowtable::unix_ms();
+            let _ = table.write_node_counters(self.spec.index, &row);
+        }
+        more
     }
 }
