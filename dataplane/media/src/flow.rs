@@ -192,7 +192,7 @@ impl LocalFlow {
                 StreamKind::Rtcp => StreamCheckpoint::from_recent(
                     kind,
                     cp.ssrc,
-                    cp.highest_index + SRTCP_RESUME_SKIP,
+                    cp.highest_index.saturating_add(SRTCP_RESUME_SKIP),
                     [u64::MAX; 2],
                 ),
             };
@@ -202,7 +202,7 @@ impl LocalFlow {
         if let (LegCrypto::Srtp(ctx), 1..) = (&mut self.crypto_out, s.srtcp_out_next) {
             // Other SSRCs (RTCP muxed on an RTP entry, a second source) have no checkpoint:
             // start them past everything sent before the export and what may have followed.
-            ctx.raise_srtcp_send_floor(s.srtcp_out_next + SRTCP_RESUME_SKIP);
+            ctx.raise_srtcp_send_floor(s.srtcp_out_next.saturating_add(SRTCP_RESUME_SKIP));
         }
     }
 

@@ -203,3 +203,51 @@ fn a_new_generation_starts_afresh() {
     // ...and the counters of the key carry on.
     assert_eq!(w.counters(pk).unwrap().tx_packets, 1);
 }
+
+/// Found by the media_handle fuzz target: a restored state from a damaged table, with
+/// checkpoint indices at the top of u64, overflowed the resume arithmetic. It is now taken
+/// in (clamped to the index space, so the damaged flow may refuse its packets) without a
+/// panic, and a healthy call on the same worker carries on untouched.
+#[test]
+fn a_damaged_checkpoint_harms_nothing_else() {
+    let keys = Keys {
+        outside: Some(SrtpProfile::AeadAes256Gcm),
+        inside: Some(SrtpProfile::AeadAes128Gcm),
+    };
+    let mut w = MediaWorker::new(core_config());
+    let mut far = Far {
+        phone_tx: context(SrtpProfile::AeadAes128Gcm, SEED_PHONE_TX),
+        phone_rx: context(SrtpProfile::AeadAes128Gcm, SEED_PHONE_RX),
+        client_tx: context(SrtpProfile::AeadAes256Gcm, SEED_CLIENT_TX),
+        client_rx: context(SrtpProfile::AeadAes256Gcm, SEED_CLIENT_RX),
+        client_rx_mux: context(SrtpProfile::AeadAes256Gcm, SEED_CLIENT_RX),
+    };
+    core_stream(&mut w, keys, E_PORT, P_PORT, EDGE, 0);
+    let mut history = Vec::new();
+    step(&mut w, &mut far, 1, &mut history);
+
+    let [a, b] = core_entries(keys, E_PORT + 10, P_PORT + 10, EDGE, 0);
+    let [c, d] = core_entries(keys, E_PORT + 21, P_PORT + 21, EDGE, flags::RTCP);
+    let mut bad = FlowState {
+        generation: a.2.generation,
+        srtcp_out_next: u64::MAX - 0x40,
+        ..FlowState::default()
+    };
+    for cp in [&mut bad.srtp_in, &mut bad.srtp_out] {
+        cp.valid = 1;
+        cp.ssrc = 0xfeed;
+        cp.highest_index = u64::MAX;
+        cp.recent = [u64::MAX; 2];
+    }
+    for (slot, key, e) in [&a, &b, &c, &d] {
+        let mut s = bad;
+        s.generation = e.generation;
+        w.install(*slot, *key, e, Some(&s)).unwrap();
+        let _ = feed(&mut w, 2, key.local_port, PHONE, &rtcp_rr(0xfeed));
+        let _ = feed(&mut w, 2, key.local_port, PHONE, &rtp(0xfeed, 3, 0, 160));
+    }
+    // (Up to 49: the 50th step also sends SRTCP, on ports this test does not install.)
+    for seq in 2..50 {
+        step(&mut w, &mut far, seq, &mut history);
+    }
+}

@@ -18,6 +18,8 @@ pub const MAX_TRAILER_LEN: usize = 4 + MAX_MKI_LEN + 16;
 
 const SRTCP_E_FLAG: u32 = 0x8000_0000;
 const SRTCP_INDEX_MAX: u64 = 0x7fff_ffff;
+/// Highest SRTP packet index (ROC << 16 | SEQ, 48 bits).
+const SRTP_INDEX_MAX: u64 = (1 << 48) - 1;
 
 /// A master key and salt, with the MKI that names it on the wire (if MKI is used).
 #[derive(Clone, PartialEq, Eq)]
@@ -302,7 +304,7 @@ impl StreamCheckpoint {
     /// refuse a late packet it had in fact not seen, never accept a replay.
     pub fn from_recent(kind: StreamKind, ssrc: u32, highest_index: u64, recent: [u64; 2]) -> Self {
         let mut window = [u64::MAX; WINDOW_WORDS];
-        for i in 0..128u64.min(highest_index + 1) {
+        for i in 0..128u64.min(highest_index.saturating_add(1)) {
             let pos = (highest_index - i) % u64::from(MAX_REPLAY_WINDOW);
             let (word, bit) = ((pos / 64) as usize, pos % 64);
             if recent[(i / 64) as usize] & (1 << (i % 64)) == 0 {
@@ -946,13 +948,20 @@ impl SrtpContext {
             StreamKind::Rtp => &mut self.rtp,
             StreamKind::Rtcp => &mut self.rtcp,
         };
+        // A damaged checkpoint cannot take a stream past its index space (48 bits for SRTP,
+        // 31 for SRTCP): the stream then fails authentication, it does not misbehave.
+        let max = match cp.kind {
+            StreamKind::Rtp => SRTP_INDEX_MAX,
+            StreamKind::Rtcp => SRTCP_INDEX_MAX,
+        };
+        let highest = cp.highest_index.min(max);
         let slot = streams.slot(cp.ssrc);
         let w = &mut streams.list[slot].window;
         w.started = true;
-        w.highest = cp.highest_index;
+        w.highest = highest;
         w.bits = cp.window;
         if cp.kind == StreamKind::Rtcp {
-            self.raise_srtcp_send_floor(cp.highest_index + 1);
+            self.raise_srtcp_send_floor(highest.saturating_add(1));
         }
     }
 }

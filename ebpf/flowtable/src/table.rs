@@ -208,6 +208,8 @@ pub struct FlowTable {
     seed: u64,
     max_live: u32,
     tombstone_quarantine_ms: u64,
+    /// The media range, from the header as checked at open.
+    port_range: (u16, u16),
     published_pid: AtomicU32,
 }
 
@@ -442,8 +444,19 @@ impl FlowTable {
                 layout.file_size
             )));
         }
+        // The media range is fixed at creation; read and checked once, so that neither a damaged
+        // file nor a later stray write can turn it into a range the allocator would wrap on.
+        let (port_min, port_max) = (
+            h.port_min.load(Ordering::Relaxed),
+            h.port_max.load(Ordering::Relaxed),
+        );
+        let port_range = match (u16::try_from(port_min), u16::try_from(port_max)) {
+            (Ok(lo), Ok(hi)) if port_range_is_valid(lo, hi) => (lo, hi),
+            _ => return Err(corrupt(format!("port range {port_min}-{port_max}"))),
+        };
         Ok(FlowTable {
             seed: h.hash_seed.load(Ordering::Relaxed),
+            port_range,
             tombstone_quarantine_ms: h.tombstone_quarantine_ms.load(Ordering::Relaxed),
             map,
             lock_file,
@@ -536,11 +549,7 @@ impl FlowTable {
     }
 
     pub(crate) fn port_range(&self) -> (u16, u16) {
-        let h = self.header();
-        (
-            h.port_min.load(Ordering::Relaxed) as u16,
-            h.port_max.load(Ordering::Relaxed) as u16,
-        )
+        self.port_range
     }
 
     fn check_slot(&self, slot: SlotRef) -> u32 {
@@ -1108,6 +1117,11 @@ fn open_lock(dir: &Path) -> Result<File> {
         .map_err(|e| Error::io("opening", path, e))
 }
 
+/// A media range holds at least one even/odd pair and starts above port 0.
+fn port_range_is_valid(lo: u16, hi: u16) -> bool {
+    lo != 0 && lo < hi && u32::from(lo) + u32::from(lo & 1) < u32::from(hi)
+}
+
 fn validate(opts: &TableOptions) -> Result<()> {
     let bad = |s: String| Err(Error::InvalidOptions(s));
     if !opts.capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&opts.capacity) {
@@ -1123,7 +1137,7 @@ fn validate(opts: &TableOptions) -> Result<()> {
         ));
     }
     let (lo, hi) = opts.port_range;
-    if lo == 0 || lo >= hi || u32::from(lo + (lo & 1)) + 1 > u32::from(hi) {
+    if !port_range_is_valid(lo, hi) {
         return bad(format!(
             "port range {lo}-{hi} must be non-zero and hold at least one even/odd pair"
         ));
@@ -1205,6 +1219,36 @@ mod tests {
             capacity: 16,
             ..TableOptions::default()
         }
+    }
+
+    /// Found by the table_open fuzz target: a header whose media range runs backwards made
+    /// the port allocator count 2^31 pairs (a hang under the writer lock). Such a file is
+    /// refused at open, and the range is never read from the file again afterwards.
+    #[test]
+    fn a_header_with_a_backwards_port_range_is_refused_at_open() {
+        let d = dir("ports");
+        let t = FlowTable::create_at(&d, &small()).expect("create");
+        let good = t.port_range();
+        for (lo, hi) in [
+            (57343u32, 36099u32),
+            (0, 40000),
+            (40000, 40000),
+            (70000, 80000),
+        ] {
+            t.header().port_min.store(lo, Ordering::Relaxed);
+            t.header().port_max.store(hi, Ordering::Relaxed);
+            assert!(
+                matches!(FlowTable::open_at(&d), Err(Error::Corrupt { ref what, .. }) if what.contains("port range")),
+                "{lo}-{hi}"
+            );
+            assert_eq!(
+                t.port_range(),
+                good,
+                "an open table keeps the range it checked"
+            );
+            let _ = t.ports().usage(0);
+        }
+        std::fs::remove_dir_all(&d).expect("cleanup");
     }
 
     #[test]
