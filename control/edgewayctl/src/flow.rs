@@ -387,7 +387,7 @@ fn list(t: &FlowTable, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
                     "latched_src": latched(s.as_ref()),
                     "rx_packets": c.rx_packets,
                     "tx_packets": c.tx_packets,
-                    "drops": c.drops.iter().sum::<u64>(),
+                    "drops": edgeway_map_schema::saturating_sum(&c.drops),
                 })
             })
             .collect();
@@ -414,7 +414,7 @@ fn list(t: &FlowTable, json: bool, out: &mut impl Write) -> anyhow::Result<()> {
             latched(s.as_ref()).unwrap_or_else(|| "-".into()),
             c.rx_packets,
             c.tx_packets,
-            c.drops.iter().sum::<u64>()
+            edgeway_map_schema::saturating_sum(&c.drops)
         )?;
     }
     writeln!(out, "{} entries", rows.len())?;
@@ -549,7 +549,7 @@ fn write_counters(c: &FlowCounters, out: &mut impl Write) -> anyhow::Result<()> 
 }
 
 fn write_drops(drops: &[u64], out: &mut impl Write) -> anyhow::Result<()> {
-    let total: u64 = drops.iter().sum();
+    let total = edgeway_map_schema::saturating_sum(drops);
     writeln!(out, "  drops            {total}")?;
     for r in DropReason::ALL {
         if drops[r.index()] != 0 {

@@ -227,7 +227,7 @@ pub fn counters_json(c: &FlowCounters) -> Value {
         "tx_bytes": c.tx_bytes,
         "keepalives_rx": c.keepalives_rx,
         "keepalives_tx": c.keepalives_tx,
-        "drops_total": c.drops.iter().sum::<u64>(),
+        "drops_total": edgeway_map_schema::saturating_sum(&c.drops),
         "drops": drops_json(&c.drops),
     })
 }

@@ -351,24 +351,31 @@ pub struct NodeCounters {
     pub updated_ms: u64,
 }
 
+/// Sum of counters that saturates instead of wrapping: counters are read from shared memory,
+/// which a crashed or hostile writer may have left holding anything.
+pub fn saturating_sum(values: &[u64]) -> u64 {
+    values.iter().fold(0, |a, b| a.saturating_add(*b))
+}
+
 impl NodeCounters {
-    /// Sum of all drops.
+    /// Sum of all drops (saturating: rows come from shared memory, which may be damaged).
     pub fn total_drops(&self) -> u64 {
-        self.drops.iter().sum()
+        saturating_sum(&self.drops)
     }
 
-    /// Adds `other` to `self` field by field (totals over workers).
+    /// Adds `other` to `self` field by field (totals over workers), saturating.
     pub fn accumulate(&mut self, other: &NodeCounters) {
-        self.rx_packets += other.rx_packets;
-        self.rx_bytes += other.rx_bytes;
-        self.tx_packets += other.tx_packets;
-        self.tx_bytes += other.tx_bytes;
-        self.keepalives_rx += other.keepalives_rx;
-        self.keepalives_tx += other.keepalives_tx;
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.rx_packets, other.rx_packets);
+        add(&mut self.rx_bytes, other.rx_bytes);
+        add(&mut self.tx_packets, other.tx_packets);
+        add(&mut self.tx_bytes, other.tx_bytes);
+        add(&mut self.keepalives_rx, other.keepalives_rx);
+        add(&mut self.keepalives_tx, other.keepalives_tx);
         for (a, b) in self.drops.iter_mut().zip(other.drops) {
-            *a += b;
+            add(a, b);
         }
-        self.flows += other.flows;
+        add(&mut self.flows, other.flows);
         self.updated_ms = self.updated_ms.max(other.updated_ms);
     }
 }
@@ -458,6 +465,26 @@ const _: () = assert!(size_of::<NodeCounters>() == 64 + 8 * DROP_REASONS);
 mod tests {
     use super::*;
     use core::mem::offset_of;
+
+    /// Found by the table_open fuzz target: totals over rows read from a damaged table
+    /// overflowed. They saturate.
+    #[test]
+    fn totals_over_damaged_rows_saturate() {
+        let mut a = NodeCounters {
+            rx_packets: u64::MAX - 1,
+            ..NodeCounters::default()
+        };
+        a.drops[0] = u64::MAX;
+        a.drops[1] = 5;
+        assert_eq!(a.total_drops(), u64::MAX);
+        let b = a;
+        a.accumulate(&b);
+        assert_eq!(
+            (a.rx_packets, a.drops[0], a.drops[1]),
+            (u64::MAX, u64::MAX, 10)
+        );
+        assert_eq!(saturating_sum(&[1, 2, 3]), 6);
+    }
 
     #[test]
     fn entry_offsets_are_the_published_layout() {
