@@ -123,20 +123,17 @@ pub fn setup_calls<R: RngCore + CryptoRng>(
         };
         table.insert(FlowKey::port(pa), leg(pb, b, pb, &a_key, &to_b)?)?;
         table.insert(FlowKey::port(pb), leg(pa, a, pa, &b_key, &to_a)?)?;
-        file.streams.push(StreamSpec {
-            tx_local: a.to_string(),
-            tx_to: SocketAddr::new(IpAddr::V4(setup.sut_ip), pa).to_string(),
-            tx_crypto: Some(a_key.to_string()),
-            rx_local: b.to_string(),
-            rx_crypto: Some(to_b.to_string()),
-        });
-        file.streams.push(StreamSpec {
-            tx_local: b.to_string(),
-            tx_to: SocketAddr::new(IpAddr::V4(setup.sut_ip), pb).to_string(),
-            tx_crypto: Some(b_key.to_string()),
-            rx_local: a.to_string(),
-            rx_crypto: Some(to_a.to_string()),
-        });
+        // A -> edgeway port pa -> B, and B -> pb -> A.
+        for (from, port, key, to, rx_key) in [(a, pa, &a_key, b, &to_b), (b, pb, &b_key, a, &to_a)]
+        {
+            file.streams.push(StreamSpec {
+                tx_local: from.to_string(),
+                tx_to: SocketAddr::new(IpAddr::V4(setup.sut_ip), port).to_string(),
+                tx_crypto: Some(key.to_string()),
+                rx_local: to.to_string(),
+                rx_crypto: Some(rx_key.to_string()),
+            });
+        }
     }
     Ok(file)
 }

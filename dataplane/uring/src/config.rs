@@ -68,7 +68,9 @@ impl UringConfig {
         (self.buf_size as usize).saturating_sub(PAYLOAD_OFFSET)
     }
 
-    pub(crate) fn validate(&self) -> io::Result<()> {
+    /// Checks the values [`Uring::new`](crate::Uring::new) would refuse, so a caller can
+    /// refuse them at start-up, before any ring exists.
+    pub fn validate(&self) -> io::Result<()> {
         let bad = |what: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, what.to_owned()));
         if self.buf_count == 0
             || !self.buf_count.is_power_of_two()

@@ -111,6 +111,12 @@ fn main() -> Result<()> {
         config.media_range.1,
     );
 
+    let uring = edgeway_uring::UringConfig {
+        batch_window: Duration::from_micros(args.batch_window_us),
+        batch_completions: args.batch,
+        ..Default::default()
+    };
+    uring.validate().context("--batch / --batch-window-us")?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(workers);
     for index in 0..workers {
@@ -122,11 +128,7 @@ fn main() -> Result<()> {
             bind: args.bind,
             dir: dir.clone(),
             config: config.clone(),
-            uring: edgeway_uring::UringConfig {
-                batch_window: Duration::from_micros(args.batch_window_us),
-                batch_completions: args.batch,
-                ..Default::default()
-            },
+            uring: uring.clone(),
             stop: Arc::clone(&stop),
         };
         threads.push(

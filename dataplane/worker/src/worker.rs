@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use edgeway_flowtable::{unix_ms, FlowTable, SlotRef, TableOptions};
-use edgeway_map_schema::{DropReason, FlowEntry, FlowKey};
+use edgeway_map_schema::{DropReason, FlowCounters, FlowEntry, FlowKey, FlowState};
 use edgeway_media::{MediaConfig, MediaWorker, Role, TimerAction, Verdict};
 use edgeway_uring::{Disposition, SocketId, Uring, UringConfig};
 
@@ -394,24 +394,37 @@ impl Worker {
         }
     }
 
+    /// Exports every changed flow and the node's counter row.
     fn export(&mut self) {
-        while self.export_some(usize::MAX) {}
-        self.export_some(usize::MAX);
+        let table = &self.table;
+        self.media.export(&mut |slot, state, counters| {
+            write_flow(table, slot, state, counters);
+        });
+        self.write_node_row();
     }
 
-    /// Exports up to `max` changed flows to the table; once none remain, the node's counter
-    /// row too. Returns whether changed flows remain.
+    /// Exports up to `max` changed flows of the current pass; once the pass is done, the
+    /// node's counter row too. Returns whether the pass has flows left.
     fn export_some(&mut self, max: usize) -> bool {
         let table = &self.table;
         let more = self.media.export_some(max, &mut |slot, state, counters| {
-            table.write_state(slot, state);
-            table.write_counters(slot, counters);
+            write_flow(table, slot, state, counters);
         });
         if !more {
-            let mut row = self.media.node_counters();
-            row.updated_ms = edgeway_flowtable::unix_ms();
-            let _ = table.write_node_counters(self.spec.index, &row);
+            self.write_node_row();
         }
         more
     }
+
+    fn write_node_row(&self) {
+        let mut row = self.media.node_counters();
+        row.updated_ms = edgeway_flowtable::unix_ms();
+        let _ = self.table.write_node_counters(self.spec.index, &row);
+    }
+}
+
+/// Publishes one flow's exported state and counters.
+fn write_flow(table: &FlowTable, slot: u32, state: &FlowState, counters: &FlowCounters) {
+    table.write_state(slot, state);
+    table.write_counters(slot, counters);
 }
