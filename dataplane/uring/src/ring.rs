@@ -159,6 +159,10 @@ struct State {
     wait_flags: EnterFlags,
     /// Operations submitted or queued whose final CQE has not been seen.
     inflight: u64,
+    /// Sends queued since the last `io_uring_enter`. A UDP send usually completes inside the
+    /// enter that submits it, so a wait counts their completions on top of what it wants:
+    /// otherwise they alone would end it and cost a second enter per received batch.
+    sends_queued: usize,
     stats: UringStats,
     features: UringFeatures,
 }
@@ -278,6 +282,7 @@ impl Uring {
                 batch_usec,
                 wait_flags,
                 inflight: 0,
+                sends_queued: 0,
                 stats,
                 features,
             },
@@ -388,13 +393,12 @@ impl Uring {
                 .nsec(t.subsec_nanos())
         });
         let args = types::SubmitArgs::new().min_wait_usec(st.batch_usec);
+        let want = st.batch_want + std::mem::take(&mut st.sends_queued);
         let entered = match &ts {
-            Some(ts) => submitter.submit_with_args_and_flags(
-                st.batch_want,
-                &args.timespec(ts),
-                st.wait_flags,
-            ),
-            None => submitter.submit_with_args_and_flags(st.batch_want, &args, st.wait_flags),
+            Some(ts) => {
+                submitter.submit_with_args_and_flags(want, &args.timespec(ts), st.wait_flags)
+            }
+            None => submitter.submit_with_args_and_flags(want, &args, st.wait_flags),
         };
         if let Err(e) = entered {
             if !is_transient(&e) {
@@ -477,6 +481,7 @@ impl Uring {
             return Ok(());
         }
         self.st.stats.enters += 1;
+        self.st.sends_queued = 0;
         match submitter.submit() {
             Ok(_) => Ok(()),
             Err(e) if is_transient(&e) => Ok(()),
@@ -555,6 +560,8 @@ impl State {
             self.mem.bufs.publish();
             self.stats.enters += 1;
             self.stats.sq_full_submits += 1;
+            // Their completions may be reaped before the next wait: do not wait for them.
+            self.sends_queued = 0;
             match q.submitter.submit() {
                 Ok(_) => {}
                 Err(e) if is_transient(&e) => {}
@@ -601,6 +608,7 @@ impl State {
         self.push(&entry, q)?;
         self.sockets[index as usize].ops += 1;
         self.inflight += 1;
+        self.sends_queued += 1;
         Ok(())
     }
 
