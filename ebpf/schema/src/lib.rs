@@ -327,6 +327,22 @@ pub struct FlowCounters {
     pub drops: [u64; DROP_REASONS],
 }
 
+impl FlowCounters {
+    /// Adds `other` to `self` field by field (an entry's per-CPU copies), saturating.
+    pub fn accumulate(&mut self, other: &FlowCounters) {
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.rx_packets, other.rx_packets);
+        add(&mut self.rx_bytes, other.rx_bytes);
+        add(&mut self.tx_packets, other.tx_packets);
+        add(&mut self.tx_bytes, other.tx_bytes);
+        add(&mut self.keepalives_rx, other.keepalives_rx);
+        add(&mut self.keepalives_tx, other.keepalives_tx);
+        for (a, b) in self.drops.iter_mut().zip(other.drops) {
+            add(a, b);
+        }
+    }
+}
+
 /// Node-wide counters of one worker (its row), written only by that worker.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -449,6 +465,139 @@ pub struct FlowState {
     pub srtcp_out_next: u64,
 }
 
+/// Most demultiplexing ports the XDP program knows (six RTP/RTCP pairs on large systems).
+pub const XDP_MAX_DEMUX_PORTS: usize = 12;
+
+/// Bits of [`XdpConfig::mode`].
+pub mod xdp_mode {
+    /// Relay [`Action::Relay`](super::Action::Relay) entries in the kernel (the edge); when
+    /// clear they pass to the workers' sockets.
+    pub const RELAY: u32 = 1 << 0;
+    /// Redirect [`Action::Rekey`](super::Action::Rekey) packets to the CPU of the worker that
+    /// owns the entry (`worker_cpus`, CPUMAP); when clear they pass to the stack where they
+    /// arrived.
+    pub const STEER: u32 = 1 << 1;
+    /// All bits defined so far.
+    pub const ALL: u32 = RELAY | STEER;
+}
+
+/// The XDP program's settings: the `config` map's only entry, written by the loader.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpConfig {
+    /// Lowest media port (inclusive).
+    pub media_port_min: u16,
+    /// Highest media port (inclusive).
+    pub media_port_max: u16,
+    /// Demultiplexing ports (RTP and RTCP); 0 marks an unused slot.
+    pub demux_ports: [u16; XDP_MAX_DEMUX_PORTS],
+    /// [`xdp_mode`] bits.
+    pub mode: u32,
+    /// No-flow drops within this window (ns) are reported as one event; 0 means 100 ms.
+    pub noflow_window_ns: u64,
+}
+
+/// Latching done by the XDP program for one entry (the `latches` map). `word` is read and
+/// compare-and-swapped as one 64-bit value, so no reader sees half a latch: the source IPv4
+/// address in its packet bytes (bits 0-31, as the host reads them), the source port (bits
+/// 32-47, host order) and the low 16 bits of the entry generation it was latched under
+/// (bits 48-63). A port of zero, or another generation, means "not latched".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpLatch {
+    /// Source address, port and generation, packed as above.
+    pub word: u64,
+    /// SSRC of the first latched packet (for [`flags::SSRC_LOCK`]).
+    pub ssrc: u32,
+    /// Padding; zero.
+    pub _pad: u32,
+}
+
+impl XdpLatch {
+    /// The packed word for `src` latched under entry generation `generation`.
+    pub const fn pack(src: Endpoint, generation: u32) -> u64 {
+        u32::from_ne_bytes(src.ip) as u64
+            | (src.port as u64) << 32
+            | (generation as u64 & 0xffff) << 48
+    }
+
+    /// The latched source, if the latch holds for an entry of `generation`.
+    pub const fn source(&self, generation: u32) -> Option<Endpoint> {
+        let port = (self.word >> 32) as u16;
+        if port == 0 || (self.word >> 48) as u16 != generation as u16 {
+            return None;
+        }
+        Some(Endpoint::new((self.word as u32).to_ne_bytes(), port))
+    }
+}
+
+/// Node-wide counters of the XDP program, one copy per CPU (the `node_stats` map).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpCounters {
+    /// Packets for the media and demultiplexing ports (before any drop).
+    pub rx_packets: u64,
+    /// Their UDP payload bytes.
+    pub rx_bytes: u64,
+    /// Packets relayed in the kernel (XDP_TX or redirected to another interface).
+    pub relayed_packets: u64,
+    /// Their UDP payload bytes.
+    pub relayed_bytes: u64,
+    /// Re-key packets redirected to the owning worker's CPU.
+    pub steered_packets: u64,
+    /// Media packets passed to the stack (steering off, no route or neighbour yet, relay off).
+    pub passed_packets: u64,
+    /// Zero-length keepalives consumed on relayed entries.
+    pub keepalives_rx: u64,
+    /// Events that did not fit in the ring buffer.
+    pub events_lost: u64,
+    /// Drops by [`DropReason`] index.
+    pub drops: [u64; DROP_REASONS],
+}
+
+impl XdpCounters {
+    /// Adds `other` to `self` field by field (totals over CPUs), saturating.
+    pub fn accumulate(&mut self, other: &XdpCounters) {
+        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
+        add(&mut self.rx_packets, other.rx_packets);
+        add(&mut self.rx_bytes, other.rx_bytes);
+        add(&mut self.relayed_packets, other.relayed_packets);
+        add(&mut self.relayed_bytes, other.relayed_bytes);
+        add(&mut self.steered_packets, other.steered_packets);
+        add(&mut self.passed_packets, other.passed_packets);
+        add(&mut self.keepalives_rx, other.keepalives_rx);
+        add(&mut self.events_lost, other.events_lost);
+        for (a, b) in self.drops.iter_mut().zip(other.drops) {
+            add(a, b);
+        }
+    }
+}
+
+/// Kinds of [`XdpEvent`].
+pub mod xdp_event {
+    /// An entry latched its source (`key`, `src`).
+    pub const LATCHED: u32 = 1;
+    /// Packets for no flow: `count` of them in the window that ended, the last one from
+    /// `src` to `key.local_port`.
+    pub const NO_FLOW: u32 = 2;
+}
+
+/// One record of the XDP program's `events` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XdpEvent {
+    /// [`xdp_event`] kind.
+    pub kind: u32,
+    /// How many packets the event stands for.
+    pub count: u32,
+    /// The entry (or, for no-flow, the key that had none).
+    pub key: FlowKey,
+    /// The packet's source.
+    pub src: Endpoint,
+    /// When (CLOCK_MONOTONIC ns, the kernel's `bpf_ktime_get_ns`).
+    pub ktime_ns: u64,
+}
+
 // The layout is part of the contract: a change here must be a change of SCHEMA_VERSION and of
 // media.bpf.c, never an accident.
 const _: () = assert!(size_of::<FlowKey>() == 8);
@@ -460,6 +609,10 @@ const _: () = assert!(size_of::<SrtpCheckpoint>() == 32);
 const _: () = assert!(size_of::<RtpStats>() == 40);
 const _: () = assert!(size_of::<FlowState>() == 152);
 const _: () = assert!(size_of::<NodeCounters>() == 64 + 8 * DROP_REASONS);
+const _: () = assert!(size_of::<XdpConfig>() == 40);
+const _: () = assert!(size_of::<XdpLatch>() == 16);
+const _: () = assert!(size_of::<XdpCounters>() == 64 + 8 * DROP_REASONS);
+const _: () = assert!(size_of::<XdpEvent>() == 32);
 
 #[cfg(test)]
 mod tests {
@@ -499,6 +652,23 @@ mod tests {
         assert_eq!(offset_of!(FlowEntry, keepalive_ms), 60);
         assert_eq!(offset_of!(FlowEntry, srtp_in), 64);
         assert_eq!(offset_of!(FlowEntry, srtp_out), 120);
+    }
+
+    #[test]
+    fn a_latch_holds_only_for_its_own_generation() {
+        let src = Endpoint::new([192, 0, 2, 7], 40_002);
+        let latch = XdpLatch {
+            word: XdpLatch::pack(src, 0x1_0005),
+            ..XdpLatch::default()
+        };
+        assert_eq!(latch.source(5), Some(src));
+        assert_eq!(
+            latch.source(0x7_0005),
+            Some(src),
+            "only the low 16 bits are kept"
+        );
+        assert_eq!(latch.source(6), None);
+        assert_eq!(XdpLatch::default().source(0), None, "port 0 is not latched");
     }
 
     #[test]

@@ -1,0 +1,539 @@
+//! edgeway's XDP media program (`media.bpf.c`, built by this crate's build.rs with clang
+//! against a header generated from `edgeway-map-schema`): loading it, pinning its maps under
+//! `/sys/fs/bpf/edgeway/<node>/`, attaching it to interfaces, and reading and writing its
+//! maps.
+//!
+//! How it is driven: [`MediaProgram::load`] loads the object and creates its maps, or reuses
+//! the ones already pinned in the node's directory, so a restarted process finds the flows,
+//! latches and counters of the one before it. The owner then writes the settings
+//! ([`MediaProgram::set_config`]), the flows ([`MediaProgram::insert_flow`]), the workers'
+//! CPUs and the egress interfaces, and attaches the program ([`MediaProgram::attach`]) in the
+//! best mode the interface allows. [`MediaProgram::test_run`] runs the program on one packet
+//! through `BPF_PROG_TEST_RUN`, which the packet-fixture tests use.
+//!
+//! This is an IO crate: the map value types are wrapped to tell aya they are plain old data,
+//! the only `unsafe` here.
+
+#![warn(missing_docs)]
+
+use std::fs;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use aya::maps::{
+    Array, CpuMap, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
+    PerCpuValues, RingBuf,
+};
+use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
+use aya::{Ebpf, EbpfLoader, Pod};
+pub use edgeway_map_schema::{
+    xdp_event, xdp_mode, FlowCounters, FlowEntry, FlowKey, XdpConfig, XdpCounters, XdpEvent,
+    XdpLatch,
+};
+
+/// Where node directories of pinned maps live: node `N` pins under `PIN_ROOT/N/`.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/edgeway";
+/// The compiled program, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/media.bpf.o"));
+/// The program's section name in the object.
+const PROGRAM: &str = "edgeway_media";
+/// Frames queued per CPU in the CPUMAP before the kernel drops.
+const CPU_QUEUE: u32 = 2048;
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why loading, attaching or a map operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The kernel refused to load the object or a map (no privilege, verifier).
+    #[error("loading the XDP program: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program operation failed (verifier, attach, test run).
+    #[error("XDP program: {0}")]
+    Program(#[from] ProgramError),
+    /// A map operation failed.
+    #[error("map {map}: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// What aya said.
+        source: MapError,
+    },
+    /// A CPUMAP or DEVMAP entry was refused.
+    #[error("map {map}: {source}")]
+    XdpMap {
+        /// The map's name.
+        map: &'static str,
+        /// What aya said.
+        source: aya::maps::xdp::XdpMapError,
+    },
+    /// The object lacks a map or program this crate expects (a build mismatch).
+    #[error("the XDP object has no {0}")]
+    Missing(&'static str),
+    /// The pin directory could not be prepared.
+    #[error("pin directory {}: {source}", path.display())]
+    PinDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// No attach mode worked on the interface.
+    #[error("attaching to {interface}: native: {native}; generic: {generic}")]
+    Attach {
+        /// The interface.
+        interface: String,
+        /// Why native (driver) mode failed.
+        native: Box<Error>,
+        /// Why generic (skb) mode failed.
+        generic: Box<Error>,
+    },
+    /// `test_run` was given a packet it cannot run.
+    #[error("test packet of {0} bytes: must be 14..=4096")]
+    TestPacket(usize),
+}
+
+/// How the program sits on an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver, before any allocation (the fast path).
+    Native,
+    /// After the kernel built an skb: works on every interface, slower.
+    Generic,
+}
+
+impl AttachMode {
+    /// Lower-case name for logs and `edgewayctl status`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+/// What [`MediaProgram::test_run`] returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestOutcome {
+    /// The XDP action (`XDP_DROP` = 1, `XDP_PASS` = 2, `XDP_TX` = 3, `XDP_REDIRECT` = 4).
+    pub action: u32,
+    /// The packet as the program left it.
+    pub packet: Vec<u8>,
+}
+
+/// XDP actions, as [`TestOutcome::action`] reports them.
+pub mod action {
+    /// `XDP_ABORTED`.
+    pub const ABORTED: u32 = 0;
+    /// `XDP_DROP`.
+    pub const DROP: u32 = 1;
+    /// `XDP_PASS`.
+    pub const PASS: u32 = 2;
+    /// `XDP_TX`.
+    pub const TX: u32 = 3;
+    /// `XDP_REDIRECT`.
+    pub const REDIRECT: u32 = 4;
+}
+
+// Map values cross to the kernel as bytes. The wrappers are `repr(transparent)` over the
+// schema's `repr(C)` types, which are integers and byte arrays with explicit padding (checked
+// by the schema crate's size assertions), so every bit pattern is a valid value.
+macro_rules! pod {
+    ($($name:ident($inner:ty)),* $(,)?) => {$(
+        #[repr(transparent)]
+        #[derive(Clone, Copy, Debug)]
+        struct $name($inner);
+        // SAFETY: repr(transparent) over a repr(C) type of integers and byte arrays with no
+        // implicit padding: any bytes are a valid value and no byte is uninitialised.
+        unsafe impl Pod for $name {}
+    )*};
+}
+pod!(
+    Key(FlowKey),
+    Entry(FlowEntry),
+    Counters(FlowCounters),
+    Config(XdpConfig),
+    Latch(XdpLatch),
+    Node(XdpCounters),
+);
+
+/// The loaded program and its maps.
+#[derive(Debug)]
+pub struct MediaProgram {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+}
+
+/// The pin directory of node `node`.
+pub fn pin_dir(node: &str) -> PathBuf {
+    Path::new(PIN_ROOT).join(node)
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(MapError) -> Error {
+    move |source| Error::Map { map, source }
+}
+
+impl MediaProgram {
+    /// Loads the program. With `pin_dir`, its maps are pinned there (created 0700, bpffs
+    /// mounted by the caller: scripts/setup does it) or, when a previous process pinned them,
+    /// reused with everything in them; without, they live as long as this value.
+    pub fn load(pin_dir: Option<&Path>) -> Result<Self> {
+        let mut loader = EbpfLoader::new();
+        if let Some(dir) = pin_dir {
+            fs::create_dir_all(dir).map_err(|source| Error::PinDir {
+                path: dir.to_owned(),
+                source,
+            })?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
+                Error::PinDir {
+                    path: dir.to_owned(),
+                    source,
+                }
+            })?;
+            loader.default_map_pin_directory(dir);
+        }
+        let ebpf = if pin_dir.is_some() {
+            loader.load(OBJECT)?
+        } else {
+            Self::load_unpinned()?
+        };
+        let mut program = MediaProgram {
+            ebpf,
+            pin_dir: pin_dir.map(Path::to_owned),
+        };
+        let xdp: &mut Xdp = program
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing("program edgeway_media"))?
+            .try_into()?;
+        xdp.load()?;
+        Ok(program)
+    }
+
+    /// Loads with every map private to this process: the object asks for pinning by name,
+    /// so the maps are pinned in a fresh directory of our own and the pins removed at once.
+    fn load_unpinned() -> Result<Ebpf> {
+        let bpffs = Path::new("/sys/fs/bpf").join(format!(
+            "edgeway-private-{}-{}",
+            std::process::id(),
+            unique()
+        ));
+        fs::create_dir_all(&bpffs).map_err(|source| Error::PinDir {
+            path: bpffs.clone(),
+            source,
+        })?;
+        let loaded = EbpfLoader::new()
+            .default_map_pin_directory(&bpffs)
+            .load(OBJECT);
+        let _ = fs::remove_dir_all(&bpffs);
+        Ok(loaded?)
+    }
+
+    /// Where the maps are pinned, if they are.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map> {
+        self.ebpf.map_mut(name).ok_or(Error::Missing(name))
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map> {
+        self.ebpf.map(name).ok_or(Error::Missing(name))
+    }
+
+    /// Writes the program's settings.
+    pub fn set_config(&mut self, config: &XdpConfig) -> Result<()> {
+        let mut a: Array<&mut MapData, Config> =
+            Array::try_from(self.map_mut("config")?).map_err(map_err("config"))?;
+        a.set(0, Config(*config), 0).map_err(map_err("config"))
+    }
+
+    /// The program's settings.
+    pub fn config(&self) -> Result<XdpConfig> {
+        let a: Array<&MapData, Config> =
+            Array::try_from(self.map("config")?).map_err(map_err("config"))?;
+        Ok(a.get(&0, 0).map_err(map_err("config"))?.0)
+    }
+
+    /// Adds or replaces the entry for `key`. A replaced entry's latch holds only if its
+    /// generation (low 16 bits) is unchanged.
+    pub fn insert_flow(&mut self, key: FlowKey, entry: &FlowEntry) -> Result<()> {
+        let mut m: HashMap<&mut MapData, Key, Entry> =
+            HashMap::try_from(self.map_mut("flows")?).map_err(map_err("flows"))?;
+        m.insert(Key(key), Entry(*entry), 0)
+            .map_err(map_err("flows"))
+    }
+
+    /// Removes the entry for `key` with its latch and counters; false if there was none.
+    pub fn remove_flow(&mut self, key: FlowKey) -> Result<bool> {
+        let mut m: HashMap<&mut MapData, Key, Entry> =
+            HashMap::try_from(self.map_mut("flows")?).map_err(map_err("flows"))?;
+        let existed = remove_quietly(m.remove(&Key(key))).map_err(map_err("flows"))?;
+        let mut l: HashMap<&mut MapData, Key, Latch> =
+            HashMap::try_from(self.map_mut("latches")?).map_err(map_err("latches"))?;
+        remove_quietly(l.remove(&Key(key))).map_err(map_err("latches"))?;
+        let mut c: PerCpuHashMap<&mut MapData, Key, Counters> =
+            PerCpuHashMap::try_from(self.map_mut("flow_stats")?).map_err(map_err("flow_stats"))?;
+        remove_quietly(c.remove(&Key(key))).map_err(map_err("flow_stats"))?;
+        Ok(existed)
+    }
+
+    /// The entry for `key`.
+    pub fn flow(&self, key: FlowKey) -> Result<Option<FlowEntry>> {
+        let m: HashMap<&MapData, Key, Entry> =
+            HashMap::try_from(self.map("flows")?).map_err(map_err("flows"))?;
+        found(m.get(&Key(key), 0).map(|e| e.0)).map_err(map_err("flows"))
+    }
+
+    /// Every entry's key.
+    pub fn flow_keys(&self) -> Result<Vec<FlowKey>> {
+        let m: HashMap<&MapData, Key, Entry> =
+            HashMap::try_from(self.map("flows")?).map_err(map_err("flows"))?;
+        m.keys()
+            .map(|k| k.map(|k| k.0))
+            .collect::<Result<_, _>>()
+            .map_err(map_err("flows"))
+    }
+
+    /// What the program latched for `key`, if anything.
+    pub fn latch(&self, key: FlowKey) -> Result<Option<XdpLatch>> {
+        let m: HashMap<&MapData, Key, Latch> =
+            HashMap::try_from(self.map("latches")?).map_err(map_err("latches"))?;
+        found(m.get(&Key(key), 0).map(|l| l.0)).map_err(map_err("latches"))
+    }
+
+    /// The entry's counters, summed over CPUs (None before its first packet).
+    pub fn flow_counters(&self, key: FlowKey) -> Result<Option<FlowCounters>> {
+        let m: PerCpuHashMap<&MapData, Key, Counters> =
+            PerCpuHashMap::try_from(self.map("flow_stats")?).map_err(map_err("flow_stats"))?;
+        let Some(per_cpu) = found(m.get(&Key(key), 0)).map_err(map_err("flow_stats"))? else {
+            return Ok(None);
+        };
+        let mut total = FlowCounters::default();
+        for c in per_cpu.iter() {
+            total.accumulate(&c.0);
+        }
+        Ok(Some(total))
+    }
+
+    /// The node-wide counters, summed over CPUs.
+    pub fn counters(&self) -> Result<XdpCounters> {
+        let a: PerCpuArray<&MapData, Node> =
+            PerCpuArray::try_from(self.map("node_stats")?).map_err(map_err("node_stats"))?;
+        let per_cpu: PerCpuValues<Node> = a.get(&0, 0).map_err(map_err("node_stats"))?;
+        let mut total = XdpCounters::default();
+        for c in per_cpu.iter() {
+            total.accumulate(&c.0);
+        }
+        Ok(total)
+    }
+
+    /// Drops everything from `ip` (intrusion protection), counted as `blocked_source`.
+    pub fn block(&mut self, ip: Ipv4Addr) -> Result<()> {
+        let mut m: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(self.map_mut("blocked")?).map_err(map_err("blocked"))?;
+        m.insert(u32::from_ne_bytes(ip.octets()), 1, 0)
+            .map_err(map_err("blocked"))
+    }
+
+    /// Lets `ip` through again; false if it was not blocked.
+    pub fn unblock(&mut self, ip: Ipv4Addr) -> Result<bool> {
+        let mut m: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(self.map_mut("blocked")?).map_err(map_err("blocked"))?;
+        remove_quietly(m.remove(&u32::from_ne_bytes(ip.octets()))).map_err(map_err("blocked"))
+    }
+
+    /// Steers re-key packets of `worker`'s entries to `cpu` (its pinned core).
+    pub fn set_worker_cpu(&mut self, worker: u32, cpu: u32) -> Result<()> {
+        let mut cpus: CpuMap<&mut MapData> =
+            CpuMap::try_from(self.map_mut("cpu_map")?).map_err(map_err("cpu_map"))?;
+        cpus.set(cpu, CPU_QUEUE, None, 0)
+            .map_err(|source| Error::XdpMap {
+                map: "cpu_map",
+                source,
+            })?;
+        let mut w: Array<&mut MapData, u32> =
+            Array::try_from(self.map_mut("worker_cpus")?).map_err(map_err("worker_cpus"))?;
+        w.set(worker, cpu + 1, 0).map_err(map_err("worker_cpus"))
+    }
+
+    /// Lets relayed packets leave by interface `ifindex` (besides the one they came in by),
+    /// with `source` as their source address there (None: the address they were sent to).
+    pub fn add_tx_port(&mut self, ifindex: u32, source: Option<Ipv4Addr>) -> Result<()> {
+        let mut d: DevMapHash<&mut MapData> =
+            DevMapHash::try_from(self.map_mut("tx_ports")?).map_err(map_err("tx_ports"))?;
+        d.insert(ifindex, ifindex, None, 0)
+            .map_err(|source| Error::XdpMap {
+                map: "tx_ports",
+                source,
+            })?;
+        let mut a: HashMap<&mut MapData, u32, u32> =
+            HashMap::try_from(self.map_mut("local_addrs")?).map_err(map_err("local_addrs"))?;
+        match source {
+            Some(ip) => a
+                .insert(ifindex, u32::from_ne_bytes(ip.octets()), 0)
+                .map_err(map_err("local_addrs")),
+            None => remove_quietly(a.remove(&ifindex))
+                .map(|_| ())
+                .map_err(map_err("local_addrs")),
+        }
+    }
+
+    /// Moves the events the program has written since the last call into `out`.
+    pub fn drain_events(&mut self, out: &mut Vec<XdpEvent>) -> Result<usize> {
+        let mut ring: RingBuf<&mut MapData> =
+            RingBuf::try_from(self.map_mut("events")?).map_err(map_err("events"))?;
+        let before = out.len();
+        while let Some(item) = ring.next() {
+            if let Some(ev) = parse_event(&item) {
+                out.push(ev);
+            }
+        }
+        Ok(out.len() - before)
+    }
+
+    /// Attaches to `interface`: natively where the driver can, generically otherwise.
+    pub fn attach(&mut self, interface: &str) -> Result<AttachMode> {
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing("program edgeway_media"))?
+            .try_into()?;
+        let native = match xdp.attach(interface, XdpMode::Driver) {
+            Ok(_) => return Ok(AttachMode::Native),
+            Err(e) => e,
+        };
+        match xdp.attach(interface, XdpMode::Skb) {
+            Ok(_) => Ok(AttachMode::Generic),
+            Err(generic) => Err(Error::Attach {
+                interface: interface.to_owned(),
+                native: Box::new(native.into()),
+                generic: Box::new(generic.into()),
+            }),
+        }
+    }
+
+    /// Runs the program once on `packet` (an Ethernet frame) through `BPF_PROG_TEST_RUN`, as
+    /// if it arrived on interface `ingress_ifindex` (0: loopback), and returns the action and
+    /// the packet as the program left it.
+    pub fn test_run(&self, packet: &[u8], ingress_ifindex: u32) -> Result<TestOutcome> {
+        if !(14..=4096).contains(&packet.len()) {
+            return Err(Error::TestPacket(packet.len()));
+        }
+        let xdp: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(Error::Missing("program edgeway_media"))?
+            .try_into()?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let ctx = xdp_md(packet.len() as u32, ingress_ifindex);
+        let result = xdp.test_run(TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ctx_in: (ingress_ifindex != 0).then_some(&ctx[..]),
+            ..TestRunOptions::default()
+        })?;
+        out.truncate(result.data_size_out as usize);
+        Ok(TestOutcome {
+            action: result.return_value,
+            packet: out,
+        })
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path` (`/run/netns/<name>`), as
+/// `nsenter --net` does for a process: loaders attach there, and test runs resolve their
+/// ingress interface, routes and neighbours there. Other threads stay where they were.
+pub fn enter_network_namespace(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let ns = fs::File::open(path)?;
+    // SAFETY: setns(2) on a file descriptor we own for the call's duration; it changes only
+    // the calling thread's namespace and touches no memory of ours.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `struct xdp_md` for a test run: data 0..len, arriving on `ifindex`, queue 0.
+fn xdp_md(len: u32, ifindex: u32) -> [u8; 24] {
+    let mut ctx = [0u8; 24];
+    ctx[4..8].copy_from_slice(&len.to_ne_bytes()); // data_end
+    ctx[12..16].copy_from_slice(&ifindex.to_ne_bytes()); // ingress_ifindex
+    ctx
+}
+
+fn parse_event(bytes: &[u8]) -> Option<XdpEvent> {
+    let u32_at = |o: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(bytes.get(o..o + 4)?.try_into().ok()?))
+    };
+    let u16_at = |o: usize| -> Option<u16> {
+        Some(u16::from_ne_bytes(bytes.get(o..o + 2)?.try_into().ok()?))
+    };
+    let ip_at = |o: usize| -> Option<[u8; 4]> { bytes.get(o..o + 4)?.try_into().ok() };
+    Some(XdpEvent {
+        kind: u32_at(0)?,
+        count: u32_at(4)?,
+        key: FlowKey::demux(u16_at(12)?, ip_at(8)?, u16_at(14)?),
+        src: edgeway_map_schema::Endpoint::new(ip_at(16)?, u16_at(20)?),
+        ktime_ns: u64::from_ne_bytes(bytes.get(24..32)?.try_into().ok()?),
+    })
+}
+
+/// A removal of an absent key is not an error for us.
+fn remove_quietly(r: Result<(), MapError>) -> Result<bool, MapError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A lookup of an absent key is `None`, not an error.
+fn found<T>(r: Result<T, MapError>) -> Result<Option<T>, MapError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_parse_in_the_schema_layout() {
+        let mut b = vec![0u8; 32];
+        b[0..4].copy_from_slice(&xdp_event::NO_FLOW.to_ne_bytes());
+        b[4..8].copy_from_slice(&7u32.to_ne_bytes());
+        b[8..12].copy_from_slice(&[203, 0, 113, 9]);
+        b[12..14].copy_from_slice(&40_000u16.to_ne_bytes());
+        b[16..20].copy_from_slice(&[198, 51, 100, 1]);
+        b[20..22].copy_from_slice(&5004u16.to_ne_bytes());
+        b[24..32].copy_from_slice(&99u64.to_ne_bytes());
+        let ev = parse_event(&b).expect("a full record");
+        assert_eq!(ev.kind, xdp_event::NO_FLOW);
+        assert_eq!(ev.count, 7);
+        assert_eq!(ev.key.local_port, 40_000);
+        assert_eq!(ev.key.remote_ip, [203, 0, 113, 9]);
+        assert_eq!(ev.src.port, 5004);
+        assert_eq!(ev.ktime_ns, 99);
+        assert_eq!(parse_event(&b[..31]), None, "a short record is refused");
+    }
+}
