@@ -585,8 +585,13 @@ fn stats(t: &FlowTable, json: bool, out: &mut impl Write) -> anyhow::Result<()> 
     for (_, c) in &rows {
         total.accumulate(c);
     }
+    // What the data plane said of XDP when it started (attached where, how, or why not).
+    let xdp: Vec<String> = std::fs::read_to_string(info.dir.join("xdp"))
+        .map(|s| s.lines().map(str::to_owned).collect())
+        .unwrap_or_else(|_| vec!["unknown (no data plane has started on this table)".into()]);
     if json {
         let v = json!({
+            "xdp": xdp,
             "dataplane": {
                 "state": live,
                 "pid": dp.pid,
@@ -634,6 +639,9 @@ fn stats(t: &FlowTable, json: bool, out: &mut impl Write) -> anyhow::Result<()> 
         )?;
     } else {
         writeln!(out, "data plane: {live}")?;
+    }
+    for line in &xdp {
+        writeln!(out, "xdp: {line}")?;
     }
     writeln!(
         out,

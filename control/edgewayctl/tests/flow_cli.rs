@@ -286,6 +286,7 @@ fn stats_and_ports() {
     ]);
     let s = d.ok(&["stats"]);
     assert!(s.contains("data plane: not running"), "{s}");
+    assert!(s.contains("xdp: unknown (no data plane has started"), "{s}");
     assert!(s.contains("ports 30000-30009: 4 pairs free"), "{s}");
     assert_eq!(d.ok(&["ports", "alloc"]).trim(), "30002");
     assert_eq!(d.ok(&["ports", "alloc"]).trim(), "30004");

@@ -17,6 +17,7 @@
 //! the SRTP checkpoints and binds the sockets again.
 
 mod worker;
+mod xdp;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -70,6 +71,19 @@ struct Args {
     /// Completions that end a batch window early.
     #[arg(long, default_value_t = 32)]
     batch: u32,
+    /// Attach the XDP media program to these interfaces (`IFACE` or `IFACE=SOURCE_IP`, the
+    /// source address relayed packets take when they leave by it on a dual-NIC edge).
+    /// Without it, or when it cannot be attached, the workers carry all media.
+    #[arg(long, value_delimiter = ',')]
+    xdp: Vec<xdp::XdpInterface>,
+    /// Attach in generic (skb) mode only, never native: for veth peers that run no XDP
+    /// program of their own, which natively redirected frames need.
+    #[arg(long)]
+    xdp_generic: bool,
+    /// Where the XDP program's maps and links are pinned (default
+    /// /sys/fs/bpf/edgeway/<node>).
+    #[arg(long)]
+    xdp_pin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -100,7 +114,7 @@ fn main() -> Result<()> {
         .context("publishing the data plane in the flow table header")?;
     eprintln!(
         "edgeway-dataplane: node {} ({}), role {:?}, {} worker(s) on cpus {:?}, demux ports {:?}, \
-         media {}-{}; XDP not loaded: the workers carry all media",
+         media {}-{}",
         args.node,
         dir.display(),
         args.role,
@@ -110,6 +124,42 @@ fn main() -> Result<()> {
         config.media_range.0,
         config.media_range.1,
     );
+    let worker_cpus: Vec<usize> = (0..workers).map(|i| cpus[i % cpus.len()]).collect();
+    let mut xdp_node = if args.xdp.is_empty() {
+        xdp::write_status(
+            &dir,
+            &["off: not requested (--xdp); the workers carry all media".into()],
+        );
+        eprintln!("edgeway-dataplane: XDP not requested: the workers carry all media");
+        None
+    } else {
+        let pin_dir = args
+            .xdp_pin_dir
+            .clone()
+            .unwrap_or_else(|| edgeway_xdp::pin_dir(&args.node));
+        match xdp::XdpNode::start(
+            &pin_dir,
+            &args.xdp,
+            args.xdp_generic,
+            &config,
+            &worker_cpus,
+            &table,
+        ) {
+            Ok((node, notes)) => {
+                for n in &notes {
+                    eprintln!("edgeway-dataplane: XDP {n}");
+                }
+                xdp::write_status(&dir, &notes);
+                Some(node)
+            }
+            Err(e) => {
+                let line = format!("off: {e:#}; the workers carry all media");
+                eprintln!("edgeway-dataplane: XDP {line}");
+                xdp::write_status(&dir, &[line]);
+                None
+            }
+        }
+    };
 
     let uring = edgeway_uring::UringConfig {
         batch_window: Duration::from_micros(args.batch_window_us),
@@ -119,8 +169,7 @@ fn main() -> Result<()> {
     uring.validate().context("--batch / --batch-window-us")?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::with_capacity(workers);
-    for index in 0..workers {
-        let cpu = cpus[index % cpus.len()];
+    for (index, &cpu) in worker_cpus.iter().enumerate() {
         let spec = worker::WorkerSpec {
             index,
             workers,
@@ -144,6 +193,11 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
         if let Err(e) = table.heartbeat() {
             eprintln!("edgeway-dataplane: heartbeat: {e}");
+        }
+        if let Some(node) = xdp_node.as_mut() {
+            if let Err(e) = node.sync(&table) {
+                eprintln!("edgeway-dataplane: XDP flow map: {e:#}");
+            }
         }
         if let Some(done) = threads.iter().position(|t| t.is_finished()) {
             stop.store(true, Ordering::Relaxed);

@@ -12,7 +12,7 @@
 //! through `BPF_PROG_TEST_RUN`, which the packet-fixture tests use.
 //!
 //! This is an IO crate: the map value types are wrapped to tell aya they are plain old data,
-//! the only `unsafe` here.
+//! and the setns/if_nametoindex calls are the only `unsafe` here.
 
 #![warn(missing_docs)]
 
@@ -26,6 +26,8 @@ use aya::maps::{
     Array, CpuMap, DevMapHash, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap,
     PerCpuValues, RingBuf,
 };
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader, Pod};
 pub use edgeway_map_schema::{
@@ -92,6 +94,17 @@ pub enum Error {
         /// Why generic (skb) mode failed.
         generic: Box<Error>,
     },
+    /// A BPF link operation failed.
+    #[error("XDP link: {0}")]
+    Link(#[from] aya::programs::links::LinkError),
+    /// A link could not be pinned.
+    #[error("pinning {}: {reason}", path.display())]
+    Pin {
+        /// The pin path.
+        path: PathBuf,
+        /// What the kernel said.
+        reason: String,
+    },
     /// `test_run` was given a packet it cannot run.
     #[error("test packet of {0} bytes: must be 14..=4096")]
     TestPacket(usize),
@@ -114,6 +127,15 @@ impl AttachMode {
             AttachMode::Generic => "generic",
         }
     }
+}
+
+/// What [`MediaProgram::attach_pinned`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attached {
+    /// Attached anew, in this mode.
+    New(AttachMode),
+    /// An earlier process's pinned link was kept and its program replaced by this one.
+    Replaced,
 }
 
 /// What [`MediaProgram::test_run`] returned.
@@ -397,25 +419,63 @@ impl MediaProgram {
         Ok(out.len() - before)
     }
 
-    /// Attaches to `interface`: natively where the driver can, generically otherwise.
+    /// Attaches to `interface`: natively where the driver can, generically otherwise. The
+    /// program stays attached as long as this value lives.
     pub fn attach(&mut self, interface: &str) -> Result<AttachMode> {
         let xdp: &mut Xdp = self
             .ebpf
             .program_mut(PROGRAM)
             .ok_or(Error::Missing("program edgeway_media"))?
             .try_into()?;
-        let native = match xdp.attach(interface, XdpMode::Driver) {
-            Ok(_) => return Ok(AttachMode::Native),
-            Err(e) => e,
-        };
-        match xdp.attach(interface, XdpMode::Skb) {
-            Ok(_) => Ok(AttachMode::Generic),
-            Err(generic) => Err(Error::Attach {
-                interface: interface.to_owned(),
-                native: Box::new(native.into()),
-                generic: Box::new(generic.into()),
-            }),
+        Ok(attach_best(xdp, interface, false)?.0)
+    }
+
+    /// Attaches to `interface` through a BPF link pinned in the node's directory
+    /// (`link-<interface>`), so the program stays attached, and edge relay flows keep
+    /// forwarding, after this process exits or is killed. When an earlier process left such a
+    /// link, the program in it is replaced atomically (no packet sees no program) and
+    /// [`Attached::Replaced`] says so. Needs a pinned load.
+    /// `generic_only` skips native mode (veth peers without an XDP program of their own
+    /// cannot take natively redirected frames).
+    pub fn attach_pinned(&mut self, interface: &str, generic_only: bool) -> Result<Attached> {
+        let dir = self
+            .pin_dir
+            .clone()
+            .ok_or(Error::Missing("pin directory"))?;
+        let path = dir.join(format!("link-{interface}"));
+        let xdp: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing("program edgeway_media"))?
+            .try_into()?;
+        if path.exists() {
+            let old = PinnedLink::from_pin(&path)?
+                .unpin()
+                .map_err(|source| Error::PinDir {
+                    path: path.clone(),
+                    source,
+                })?;
+            let id = xdp.attach_to_link(XdpLink::try_from(old)?)?;
+            pin_link(xdp.take_link(id)?, &path)?;
+            return Ok(Attached::Replaced);
         }
+        let (mode, id) = attach_best(xdp, interface, generic_only)?;
+        pin_link(xdp.take_link(id)?, &path)?;
+        Ok(Attached::New(mode))
+    }
+
+    /// Detaches from `interface` for good: removes the link pinned by
+    /// [`MediaProgram::attach_pinned`]. False if there was none.
+    pub fn detach_pinned(&mut self, interface: &str) -> Result<bool> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(false);
+        };
+        let path = dir.join(format!("link-{interface}"));
+        if !path.exists() {
+            return Ok(false);
+        }
+        fs::remove_file(&path).map_err(|source| Error::PinDir { path, source })?;
+        Ok(true)
     }
 
     /// Runs the program once on `packet` (an Ethernet frame) through `BPF_PROG_TEST_RUN`, as
@@ -459,6 +519,52 @@ pub fn enter_network_namespace(path: &Path) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Native mode where the driver has it, generic otherwise.
+fn attach_best(
+    xdp: &mut Xdp,
+    interface: &str,
+    generic_only: bool,
+) -> Result<(AttachMode, XdpLinkId)> {
+    let native = if generic_only {
+        ProgramError::UnknownInterface {
+            name: format!("{interface} (native mode not tried: generic only)"),
+        }
+    } else {
+        match xdp.attach(interface, XdpMode::Driver) {
+            Ok(id) => return Ok((AttachMode::Native, id)),
+            Err(e) => e,
+        }
+    };
+    match xdp.attach(interface, XdpMode::Skb) {
+        Ok(id) => Ok((AttachMode::Generic, id)),
+        Err(generic) => Err(Error::Attach {
+            interface: interface.to_owned(),
+            native: Box::new(native.into()),
+            generic: Box::new(generic.into()),
+        }),
+    }
+}
+
+fn pin_link(link: XdpLink, path: &Path) -> Result<()> {
+    FdLink::try_from(link)?.pin(path).map_err(|e| Error::Pin {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// The index of interface `name` in the calling thread's network namespace.
+pub fn interface_index(name: &str) -> io::Result<u32> {
+    let c = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "interface name with NUL"))?;
+    // SAFETY: if_nametoindex reads the NUL-terminated string we own for the call's duration.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(index)
 }
 
 /// `struct xdp_md` for a test run: data 0..len, arriving on `ifindex`, queue 0.

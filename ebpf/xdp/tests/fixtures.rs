@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use edgeway_map_schema::{flags, xdp_mode, Action, DropReason, Endpoint, FlowEntry, FlowKey};
+use edgeway_testkit::{ip, netns_sysctl, root_or_skip};
 use edgeway_xdp::{action, xdp_event, MediaProgram, TestOutcome, XdpConfig};
 use etherparse::PacketBuilder;
 
@@ -30,16 +31,6 @@ const INSIDE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x21];
 /// The test's namespace; deleted on drop, whatever happened.
 struct Lab {
     name: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("running ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 impl Lab {
@@ -61,18 +52,9 @@ impl Lab {
             ip(&["-n", n, "link", "set", peer, "up"]);
         }
         // The program's FIB lookup, like the kernel's own forwarding, wants forwarding on the
-        // interfaces it relays between (the loader turns it on where it attaches).
+        // interfaces it relays between (the data plane warns where it is off).
         for dev in ["e0", "e1"] {
-            let out = Command::new("ip")
-                .args(["netns", "exec", n, "sysctl", "-qw"])
-                .arg(format!("net.ipv4.conf.{dev}.forwarding=1"))
-                .output()
-                .expect("sysctl");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            netns_sysctl(n, &format!("net.ipv4.conf.{dev}.forwarding=1"));
         }
         for (addr, mac, dev) in [
             ("192.0.2.50", CLIENT_MAC, "e0"),
@@ -203,27 +185,6 @@ impl Bench {
         assert_eq!(out.action, action::PASS, "{what}: expected XDP_PASS");
         assert_eq!(out.packet, frame, "{what}: a passed frame is not touched");
     }
-}
-
-fn root_or_skip(what: &str) -> bool {
-    // SAFETY-free check: the effective uid from /proc (no libc call needed in a test).
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("1");
-    if euid == "0" {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} needs root, and CI runs as root: refusing to skip"
-    );
-    eprintln!(
-        "SKIPPED {what}: not root, so the XDP program cannot be loaded (run the suite as root)"
-    );
-    false
 }
 
 #[test]

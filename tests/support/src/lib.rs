@@ -118,3 +118,48 @@ pub fn from_hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex from the oracle"))
         .collect()
 }
+
+/// Whether the test runs as root, which suites loading BPF or making namespaces need. Not
+/// root: under CI (`CI=true`, which runs as root) the test fails rather than skip; elsewhere
+/// it prints what was not tested and returns false.
+pub fn root_or_skip(what: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    if euid == "0" {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} needs root, and CI runs as root: refusing to skip"
+    );
+    eprintln!("SKIPPED {what}: not root (run the suite as root to test it)");
+    false
+}
+
+/// `ip ARGS...`, which must succeed.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `sysctl -qw SETTING` inside network namespace `netns`, which must succeed.
+pub fn netns_sysctl(netns: &str, setting: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "sysctl", "-qw", setting])
+        .output()
+        .expect("running sysctl");
+    assert!(
+        out.status.success(),
+        "sysctl {setting} in {netns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -143,6 +143,8 @@ pub struct Dataplane {
     pub dir: PathBuf,
     pub table: FlowTable,
     args: Vec<String>,
+    /// A command the data plane runs under (`nsenter --net=...`), if any.
+    pub prefix: Vec<String>,
     child: Option<Child>,
 }
 
@@ -153,6 +155,11 @@ impl Dataplane {
     }
 
     pub fn start_with(role: &str, extra: &[&str], opts: &TableOptions) -> Dataplane {
+        Self::start_in(&[], role, extra, opts)
+    }
+
+    /// Like `start_with`, with the process run under `prefix` (`nsenter --net=...`).
+    pub fn start_in(prefix: &[&str], role: &str, extra: &[&str], opts: &TableOptions) -> Dataplane {
         let dir = PathBuf::from(format!(
             "/dev/shm/edgeway-test-{}-{}",
             std::process::id(),
@@ -165,9 +172,10 @@ impl Dataplane {
             dir.display().to_string(),
             "--role".into(),
             role.into(),
-            "--bind".into(),
-            "127.0.0.1".into(),
         ];
+        if !extra.contains(&"--bind") {
+            args.extend(["--bind".into(), "127.0.0.1".into()]);
+        }
         if !extra.contains(&"--workers") {
             args.extend(["--workers".into(), "1".into()]);
         }
@@ -176,6 +184,7 @@ impl Dataplane {
             dir,
             table,
             args,
+            prefix: prefix.iter().map(|s| s.to_string()).collect(),
             child: None,
         };
         dp.spawn();
@@ -185,7 +194,16 @@ impl Dataplane {
     /// Starts the process and waits until its workers have bound what the table asks.
     pub fn spawn(&mut self) -> Instant {
         let started = Instant::now();
-        let child = Command::new(env!("CARGO_BIN_EXE_edgeway-dataplane"))
+        let bin = env!("CARGO_BIN_EXE_edgeway-dataplane");
+        let mut cmd = match self.prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args(&self.args)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -275,16 +293,26 @@ pub fn send_until_forwarded(
     pkt: &[u8],
     to: &UdpSocket,
 ) -> Vec<u8> {
+    send_until_forwarded_from(from, dst, pkt, to).0
+}
+
+/// Like `send_until_forwarded`, also returning the source the packet arrived from.
+pub fn send_until_forwarded_from(
+    from: &UdpSocket,
+    dst: SocketAddrV4,
+    pkt: &[u8],
+    to: &UdpSocket,
+) -> (Vec<u8>, SocketAddrV4) {
     let deadline = Instant::now() + Duration::from_secs(5);
     to.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
     while Instant::now() < deadline {
         from.send_to(pkt, dst).unwrap();
-        if let Some((p, _)) = recv(to) {
+        if let Some((p, src)) = recv(to) {
             if !p.is_empty() {
                 to.set_read_timeout(Some(Duration::from_millis(500)))
                     .unwrap();
-                return p;
+                return (p, src);
             }
         }
     }

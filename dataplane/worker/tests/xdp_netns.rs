@@ -1,0 +1,334 @@
+//! The edge with XDP attached, end to end across network namespaces: a client host, a
+//! dual-NIC edge running `edgeway-dataplane --xdp`, and a core host, joined by veth.
+//!
+//! - a relayed call crosses the edge in both directions in the kernel (DEVMAP redirect
+//!   between the edge's two interfaces, each side seeing the edge's own address there);
+//! - a UDP scan of the whole media range and the demultiplexing port, beside the call, reaches
+//!   no socket on the edge (the kernel's "no port" counter does not move, nor the workers'
+//!   no-flow count), is counted by XDP as dropped, and the call loses nothing;
+//! - kill -9 of the data plane leaves the call forwarding (pinned link and maps), and a
+//!   restarted data plane takes the pinned link over.
+//!
+//! Needs root; the namespaces and pins are the test's own and removed at the end.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use edgeway_flowtable::TableOptions;
+use edgeway_map_schema::{flags, Action, DropReason, FlowKey, SrtpParams};
+use edgeway_testkit::{ip, netns_sysctl, root_or_skip};
+use edgeway_xdp::MediaProgram;
+
+const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+const EDGE_OUT: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+const EDGE_IN: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
+const CORE: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
+
+/// Three namespaces and the edge's pin directory; all removed on drop.
+struct Topology {
+    client: String,
+    edge: String,
+    core: String,
+    pins: PathBuf,
+}
+
+impl Topology {
+    fn new() -> Topology {
+        let pid = std::process::id();
+        let t = Topology {
+            client: format!("ewc-{pid}"),
+            edge: format!("ewe-{pid}"),
+            core: format!("ewk-{pid}"),
+            pins: PathBuf::from(format!("/sys/fs/bpf/edgeway-test-{pid}")),
+        };
+        for n in [&t.client, &t.edge, &t.core] {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+            ip(&["netns", "add", n]);
+            ip(&["-n", n, "link", "set", "lo", "up"]);
+        }
+        ip(&[
+            "link", "add", "ewc0", "netns", &t.client, "type", "veth", "peer", "name", "e0",
+            "netns", &t.edge,
+        ]);
+        ip(&[
+            "link", "add", "e1", "netns", &t.edge, "type", "veth", "peer", "name", "ewk0", "netns",
+            &t.core,
+        ]);
+        for (n, dev, addr) in [
+            (&t.client, "ewc0", "198.51.100.2/24"),
+            (&t.edge, "e0", "198.51.100.1/24"),
+            (&t.edge, "e1", "10.9.0.1/24"),
+            (&t.core, "ewk0", "10.9.0.2/24"),
+        ] {
+            ip(&["-n", n, "addr", "add", addr, "dev", dev]);
+            ip(&["-n", n, "link", "set", dev, "up"]);
+        }
+        // Senders fill in their UDP checksums (veth would leave them to an offload that never
+        // comes, and the relay updates checksums incrementally).
+        for (n, dev) in [(&t.client, "ewc0"), (&t.core, "ewk0")] {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", n, "ethtool", "-K", dev, "tx", "off"])
+                .output()
+                .unwrap()
+                .status
+                .success();
+            assert!(ok, "ethtool -K {dev} tx off");
+        }
+        for dev in ["e0", "e1"] {
+            netns_sysctl(&t.edge, &format!("net.ipv4.conf.{dev}.forwarding=1"));
+        }
+        t
+    }
+
+    fn path(&self, n: &str) -> PathBuf {
+        PathBuf::from("/run/netns").join(n)
+    }
+
+    /// A UDP socket bound to `addr` inside namespace `n`.
+    fn socket(&self, n: &str, addr: SocketAddrV4) -> UdpSocket {
+        let n = self.path(n);
+        std::thread::spawn(move || {
+            edgeway_xdp::enter_network_namespace(&n).unwrap();
+            let s = UdpSocket::bind(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            s
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// The edge's `Udp: NoPorts` (datagrams that found no socket).
+    fn edge_udp_no_ports(&self) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.edge, "cat", "/proc/net/snmp"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+        let names: Vec<&str> = udp.next().unwrap().split_whitespace().collect();
+        let values: Vec<&str> = udp.next().unwrap().split_whitespace().collect();
+        let i = names.iter().position(|n| *n == "NoPorts").unwrap();
+        values[i].parse().unwrap()
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pins);
+        for n in [&self.client, &self.edge, &self.core] {
+            let _ = Command::new("ip").args(["netns", "del", n]).output();
+        }
+    }
+}
+
+/// Sends `n` RTP packets 1 ms apart and returns how many arrived (read as they come, so the
+/// receiver's socket buffer is never what loses them).
+fn stream(from: &UdpSocket, to: SocketAddrV4, rx: &UdpSocket, ssrc: u32, n: u16) -> usize {
+    let rx = rx.try_clone().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let counter = std::thread::spawn(move || {
+        let mut got = 0;
+        let mut buf = [0u8; 2048];
+        while let Ok((len, _)) = rx.recv_from(&mut buf) {
+            if len >= 12 && u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) == ssrc {
+                got += 1;
+                if got == n as usize {
+                    break;
+                }
+            }
+        }
+        got
+    });
+    for seq in 0..n {
+        from.send_to(&rtp(ssrc, seq, 160 * seq as u32), to).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    counter.join().unwrap()
+}
+
+#[test]
+fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
+    if !root_or_skip("XDP end-to-end across namespaces") {
+        return;
+    }
+    let topo = Topology::new();
+    let nsenter = format!("--net=/run/netns/{}", topo.edge);
+    let pins = topo.pins.join("edge");
+    let pins_arg = pins.display().to_string();
+    let mut dp = Dataplane::start_in(
+        &["nsenter", &nsenter],
+        "edge",
+        &[
+            "--bind",
+            "0.0.0.0",
+            "--xdp",
+            "e0=198.51.100.1,e1=10.9.0.1",
+            "--xdp-generic",
+            "--xdp-pin-dir",
+            &pins_arg,
+        ],
+        &TableOptions::default(),
+    );
+
+    // One call leg: the client's port 40000 <-> the core's media port via demux 2776.
+    let client_port = 40000;
+    let core_media = SocketAddrV4::new(CORE, 36000);
+    let demux_key = FlowKey::demux(2776, CORE.octets(), 36000);
+    let mut to_core = entry(
+        1,
+        Action::Relay,
+        flags::LATCH,
+        2776,
+        Some(core_media),
+        demux_key,
+        SrtpParams::PLAIN,
+        SrtpParams::PLAIN,
+    );
+    to_core.permit_ip = CLIENT.octets();
+    dp.insert(FlowKey::port(client_port), to_core);
+    let to_client = entry(
+        1,
+        Action::Relay,
+        0,
+        client_port,
+        None,
+        FlowKey::port(client_port),
+        SrtpParams::PLAIN,
+        SrtpParams::PLAIN,
+    );
+    dp.insert(demux_key, to_client);
+    dp.settle();
+    let status = std::fs::read_to_string(dp.dir.join("xdp")).unwrap();
+    assert!(status.contains("attached to e0 (generic)"), "{status}");
+    assert!(status.contains("attached to e1 (generic)"), "{status}");
+
+    let client = topo.socket(&topo.client, SocketAddrV4::new(CLIENT, 5004));
+    let core = topo.socket(&topo.core, core_media);
+    let edge_client_side = SocketAddrV4::new(EDGE_OUT, client_port);
+    let edge_core_side = SocketAddrV4::new(EDGE_IN, 2776);
+
+    // Both ways, with the edge's own address on each side.
+    send_until_forwarded(&client, edge_client_side, &rtp(1, 0, 0), &core);
+    let (_, from) = send_until_forwarded_from(&core, edge_core_side, &rtp(2, 0, 0), &client);
+    assert_eq!(
+        from, edge_client_side,
+        "the client hears the edge, not the core"
+    );
+    let xdp = MediaProgram::load(Some(&pins)).unwrap();
+    let relayed_before = xdp.counters().unwrap().relayed_packets;
+    assert_eq!(stream(&client, edge_client_side, &core, 3, 100), 100);
+    assert_eq!(stream(&core, edge_core_side, &client, 4, 100), 100);
+    let relayed = xdp.counters().unwrap().relayed_packets - relayed_before;
+    assert!(relayed >= 200, "the kernel relayed the call: {relayed}");
+
+    // A scan of the whole media range and the demux port beside the call.
+    let no_ports = topo.edge_udp_no_ports();
+    let worker_no_flow = dp.node_drops(DropReason::NoFlow);
+    let xdp_no_flow = xdp.counters().unwrap().drops[DropReason::NoFlow.index()];
+    let scanner = topo.socket(&topo.client, SocketAddrV4::new(CLIENT, 6000));
+    let scan = std::thread::spawn(move || {
+        let mut sent = 0u64;
+        for port in (36000..=59999u16).chain([2776, 2777]) {
+            scanner
+                .send_to(b"scan", SocketAddrV4::new(EDGE_OUT, port))
+                .unwrap();
+            sent += 1;
+            if sent.is_multiple_of(200) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        sent
+    });
+    let during = stream(&client, edge_client_side, &core, 5, 500);
+    let sent = scan.join().unwrap();
+    assert_eq!(during, 500, "the call lost packets during the scan");
+    let dropped = xdp.counters().unwrap().drops[DropReason::NoFlow.index()] - xdp_no_flow;
+    // Port 40000 has a flow: the scan's packet there is refused as not RTP, not as no-flow.
+    assert_eq!(
+        dropped,
+        sent - 1,
+        "every scan packet for no flow dropped in XDP"
+    );
+    assert_eq!(
+        topo.edge_udp_no_ports(),
+        no_ports,
+        "a scan packet reached the stack"
+    );
+    assert_eq!(
+        dp.node_drops(DropReason::NoFlow),
+        worker_no_flow,
+        "a scan packet reached a worker"
+    );
+    let c = xdp
+        .flow_counters(FlowKey::port(client_port))
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.drops[DropReason::Malformed.index()], 1, "{c:?}");
+
+    // kill -9: the pinned link and maps keep the call going without any process.
+    dp.kill9();
+    let t0 = Instant::now();
+    assert_eq!(stream(&client, edge_client_side, &core, 6, 100), 100);
+    assert_eq!(stream(&core, edge_core_side, &client, 7, 100), 100);
+    eprintln!(
+        "relayed 200 packets with no data plane running ({:?})",
+        t0.elapsed()
+    );
+
+    // A new data plane takes over the pinned link; the call goes on.
+    dp.spawn();
+    dp.settle();
+    let status = std::fs::read_to_string(dp.dir.join("xdp")).unwrap();
+    assert!(status.contains("kept the pinned link"), "{status}");
+    assert_eq!(stream(&client, edge_client_side, &core, 8, 100), 100);
+    drop(dp);
+    drop(xdp);
+}
+
+/// When XDP cannot be attached the node says why, once, and the workers carry the media.
+#[test]
+fn without_xdp_the_node_says_so_and_the_workers_relay() {
+    let pins = PathBuf::from(format!(
+        "/sys/fs/bpf/edgeway-test-noif-{}",
+        std::process::id()
+    ));
+    let pins_arg = pins.display().to_string();
+    let dp = Dataplane::start_in(
+        &[],
+        "edge",
+        &["--xdp", "ewnosuch0", "--xdp-pin-dir", &pins_arg],
+        &TableOptions::default(),
+    );
+    dp.settle();
+    let _ = std::fs::remove_dir_all(&pins);
+    let status = std::fs::read_to_string(dp.dir.join("xdp")).unwrap();
+    assert!(status.starts_with("off: "), "{status}");
+    assert!(status.contains("the workers carry all media"), "{status}");
+    assert_eq!(status.lines().count(), 1, "said once: {status}");
+    // The workers relay: a leg on loopback forwards.
+    let client = party();
+    let core = party();
+    let ec = free_port();
+    let mut e = entry(
+        1,
+        Action::Relay,
+        0,
+        ec,
+        Some(addr(&core)),
+        FlowKey::port(ec),
+        SrtpParams::PLAIN,
+        SrtpParams::PLAIN,
+    );
+    e.flags = 0;
+    dp.insert(FlowKey::port(ec), e);
+    dp.settle();
+    let _ = send_until_forwarded(&client, SocketAddrV4::new(LO, ec), &rtp(1, 0, 0), &core);
+}
