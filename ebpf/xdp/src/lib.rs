@@ -478,6 +478,25 @@ impl MediaProgram {
         Ok(true)
     }
 
+    /// Runs the program `repeat` times on `packet` and returns the kernel's average time per
+    /// run in nanoseconds (the program alone: no driver, no wire).
+    pub fn time_run(&self, packet: &[u8], repeat: u32) -> Result<f64> {
+        if !(14..=4096).contains(&packet.len()) {
+            return Err(Error::TestPacket(packet.len()));
+        }
+        let xdp: &Xdp = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(Error::Missing("program edgeway_media"))?
+            .try_into()?;
+        let result = xdp.test_run(TestRunOptions {
+            data_in: Some(packet),
+            repeat: repeat.max(1),
+            ..TestRunOptions::default()
+        })?;
+        Ok(result.duration.as_nanos() as f64)
+    }
+
     /// Runs the program once on `packet` (an Ethernet frame) through `BPF_PROG_TEST_RUN`, as
     /// if it arrived on interface `ingress_ifindex` (0: loopback), and returns the action and
     /// the packet as the program left it.
