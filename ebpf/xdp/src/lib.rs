@@ -204,55 +204,54 @@ impl MediaProgram {
     /// mounted by the caller: scripts/setup does it) or, when a previous process pinned them,
     /// reused with everything in them; without, they live as long as this value.
     pub fn load(pin_dir: Option<&Path>) -> Result<Self> {
-        let mut loader = EbpfLoader::new();
-        if let Some(dir) = pin_dir {
-            fs::create_dir_all(dir).map_err(|source| Error::PinDir {
-                path: dir.to_owned(),
-                source,
-            })?;
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|source| {
-                Error::PinDir {
-                    path: dir.to_owned(),
-                    source,
-                }
-            })?;
-            loader.default_map_pin_directory(dir);
-        }
-        let ebpf = if pin_dir.is_some() {
-            loader.load(OBJECT)?
-        } else {
-            Self::load_unpinned()?
+        // The object asks for pinning by name; an unpinned load pins in a fresh private
+        // directory and removes the pins at once (the maps live on through their fds).
+        let private;
+        let dir = match pin_dir {
+            Some(dir) => dir,
+            None => {
+                private = Path::new("/sys/fs/bpf").join(format!(
+                    "edgeway-private-{}-{}",
+                    std::process::id(),
+                    unique()
+                ));
+                private.as_path()
+            }
         };
+        let pin_err = |source| Error::PinDir {
+            path: dir.to_owned(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(pin_err)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(pin_err)?;
+        let loaded = EbpfLoader::new()
+            .default_map_pin_directory(dir)
+            .load(OBJECT);
+        if pin_dir.is_none() {
+            let _ = fs::remove_dir_all(dir);
+        }
         let mut program = MediaProgram {
-            ebpf,
+            ebpf: loaded?,
             pin_dir: pin_dir.map(Path::to_owned),
         };
-        let xdp: &mut Xdp = program
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(Error::Missing("program edgeway_media"))?
-            .try_into()?;
-        xdp.load()?;
+        program.xdp_mut()?.load()?;
         Ok(program)
     }
 
-    /// Loads with every map private to this process: the object asks for pinning by name,
-    /// so the maps are pinned in a fresh directory of our own and the pins removed at once.
-    fn load_unpinned() -> Result<Ebpf> {
-        let bpffs = Path::new("/sys/fs/bpf").join(format!(
-            "edgeway-private-{}-{}",
-            std::process::id(),
-            unique()
-        ));
-        fs::create_dir_all(&bpffs).map_err(|source| Error::PinDir {
-            path: bpffs.clone(),
-            source,
-        })?;
-        let loaded = EbpfLoader::new()
-            .default_map_pin_directory(&bpffs)
-            .load(OBJECT);
-        let _ = fs::remove_dir_all(&bpffs);
-        Ok(loaded?)
+    fn xdp(&self) -> Result<&Xdp> {
+        let p = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(Error::Missing("program edgeway_media"))?;
+        Ok(p.try_into()?)
+    }
+
+    fn xdp_mut(&mut self) -> Result<&mut Xdp> {
+        let p = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing("program edgeway_media"))?;
+        Ok(p.try_into()?)
     }
 
     /// Where the maps are pinned, if they are.
@@ -422,11 +421,7 @@ impl MediaProgram {
     /// Attaches to `interface`: natively where the driver can, generically otherwise. The
     /// program stays attached as long as this value lives.
     pub fn attach(&mut self, interface: &str) -> Result<AttachMode> {
-        let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(Error::Missing("program edgeway_media"))?
-            .try_into()?;
+        let xdp = self.xdp_mut()?;
         Ok(attach_best(xdp, interface, false)?.0)
     }
 
@@ -443,11 +438,7 @@ impl MediaProgram {
             .clone()
             .ok_or(Error::Missing("pin directory"))?;
         let path = dir.join(format!("link-{interface}"));
-        let xdp: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(Error::Missing("program edgeway_media"))?
-            .try_into()?;
+        let xdp = self.xdp_mut()?;
         if path.exists() {
             let old = PinnedLink::from_pin(&path)?
                 .unpin()
@@ -481,14 +472,8 @@ impl MediaProgram {
     /// Runs the program `repeat` times on `packet` and returns the kernel's average time per
     /// run in nanoseconds (the program alone: no driver, no wire).
     pub fn time_run(&self, packet: &[u8], repeat: u32) -> Result<f64> {
-        if !(14..=4096).contains(&packet.len()) {
-            return Err(Error::TestPacket(packet.len()));
-        }
-        let xdp: &Xdp = self
-            .ebpf
-            .program(PROGRAM)
-            .ok_or(Error::Missing("program edgeway_media"))?
-            .try_into()?;
+        let xdp = self.xdp()?;
+        check_test_packet(packet)?;
         let result = xdp.test_run(TestRunOptions {
             data_in: Some(packet),
             repeat: repeat.max(1),
@@ -501,14 +486,8 @@ impl MediaProgram {
     /// if it arrived on interface `ingress_ifindex` (0: loopback), and returns the action and
     /// the packet as the program left it.
     pub fn test_run(&self, packet: &[u8], ingress_ifindex: u32) -> Result<TestOutcome> {
-        if !(14..=4096).contains(&packet.len()) {
-            return Err(Error::TestPacket(packet.len()));
-        }
-        let xdp: &Xdp = self
-            .ebpf
-            .program(PROGRAM)
-            .ok_or(Error::Missing("program edgeway_media"))?
-            .try_into()?;
+        let xdp = self.xdp()?;
+        check_test_packet(packet)?;
         let mut out = vec![0u8; packet.len() + 256];
         let ctx = xdp_md(packet.len() as u32, ingress_ifindex);
         let result = xdp.test_run(TestRunOptions {
@@ -584,6 +563,14 @@ pub fn interface_index(name: &str) -> io::Result<u32> {
         return Err(io::Error::last_os_error());
     }
     Ok(index)
+}
+
+/// `BPF_PROG_TEST_RUN` takes Ethernet frames up to a page.
+fn check_test_packet(packet: &[u8]) -> Result<()> {
+    if !(14..=4096).contains(&packet.len()) {
+        return Err(Error::TestPacket(packet.len()));
+    }
+    Ok(())
 }
 
 /// `struct xdp_md` for a test run: data 0..len, arriving on `ifindex`, queue 0.
