@@ -307,6 +307,22 @@ impl DropReason {
     }
 }
 
+/// `accumulate(&mut self, other)`: adds every listed `u64` field and the `drops` array of
+/// `other` to `self`, saturating (rows come from shared memory or per-CPU copies, which may
+/// hold anything); fields after `latest:` take the larger of the two instead.
+macro_rules! accumulate {
+    ($ty:ty, $doc:literal, $($field:ident),+ $(; latest: $($latest:ident),+)?) => {
+        #[doc = concat!("Adds `other` to `self` field by field (", $doc, "), saturating.")]
+        pub fn accumulate(&mut self, other: &$ty) {
+            $( self.$field = self.$field.saturating_add(other.$field); )+
+            for (a, b) in self.drops.iter_mut().zip(other.drops) {
+                *a = a.saturating_add(b);
+            }
+            $($( self.$latest = self.$latest.max(other.$latest); )+)?
+        }
+    };
+}
+
 /// Packet and byte counters of one entry (ingress), written only by its owning worker.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -328,19 +344,16 @@ pub struct FlowCounters {
 }
 
 impl FlowCounters {
-    /// Adds `other` to `self` field by field (an entry's per-CPU copies), saturating.
-    pub fn accumulate(&mut self, other: &FlowCounters) {
-        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
-        add(&mut self.rx_packets, other.rx_packets);
-        add(&mut self.rx_bytes, other.rx_bytes);
-        add(&mut self.tx_packets, other.tx_packets);
-        add(&mut self.tx_bytes, other.tx_bytes);
-        add(&mut self.keepalives_rx, other.keepalives_rx);
-        add(&mut self.keepalives_tx, other.keepalives_tx);
-        for (a, b) in self.drops.iter_mut().zip(other.drops) {
-            add(a, b);
-        }
-    }
+    accumulate!(
+        FlowCounters,
+        "an entry's per-CPU copies",
+        rx_packets,
+        rx_bytes,
+        tx_packets,
+        tx_bytes,
+        keepalives_rx,
+        keepalives_tx
+    );
 }
 
 /// Node-wide counters of one worker (its row), written only by that worker.
@@ -379,21 +392,18 @@ impl NodeCounters {
         saturating_sum(&self.drops)
     }
 
-    /// Adds `other` to `self` field by field (totals over workers), saturating.
-    pub fn accumulate(&mut self, other: &NodeCounters) {
-        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
-        add(&mut self.rx_packets, other.rx_packets);
-        add(&mut self.rx_bytes, other.rx_bytes);
-        add(&mut self.tx_packets, other.tx_packets);
-        add(&mut self.tx_bytes, other.tx_bytes);
-        add(&mut self.keepalives_rx, other.keepalives_rx);
-        add(&mut self.keepalives_tx, other.keepalives_tx);
-        for (a, b) in self.drops.iter_mut().zip(other.drops) {
-            add(a, b);
-        }
-        add(&mut self.flows, other.flows);
-        self.updated_ms = self.updated_ms.max(other.updated_ms);
-    }
+    accumulate!(
+        NodeCounters,
+        "totals over workers",
+        rx_packets,
+        rx_bytes,
+        tx_packets,
+        tx_bytes,
+        keepalives_rx,
+        keepalives_tx,
+        flows;
+        latest: updated_ms
+    );
 }
 
 /// Resumable SRTP state of one direction of one entry (one SSRC): enough for a restarted
@@ -556,21 +566,18 @@ pub struct XdpCounters {
 }
 
 impl XdpCounters {
-    /// Adds `other` to `self` field by field (totals over CPUs), saturating.
-    pub fn accumulate(&mut self, other: &XdpCounters) {
-        let add = |a: &mut u64, b: u64| *a = a.saturating_add(b);
-        add(&mut self.rx_packets, other.rx_packets);
-        add(&mut self.rx_bytes, other.rx_bytes);
-        add(&mut self.relayed_packets, other.relayed_packets);
-        add(&mut self.relayed_bytes, other.relayed_bytes);
-        add(&mut self.steered_packets, other.steered_packets);
-        add(&mut self.passed_packets, other.passed_packets);
-        add(&mut self.keepalives_rx, other.keepalives_rx);
-        add(&mut self.events_lost, other.events_lost);
-        for (a, b) in self.drops.iter_mut().zip(other.drops) {
-            add(a, b);
-        }
-    }
+    accumulate!(
+        XdpCounters,
+        "totals over CPUs",
+        rx_packets,
+        rx_bytes,
+        relayed_packets,
+        relayed_bytes,
+        steered_packets,
+        passed_packets,
+        keepalives_rx,
+        events_lost
+    );
 }
 
 /// Kinds of [`XdpEvent`].
