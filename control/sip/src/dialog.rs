@@ -2,7 +2,7 @@
 //! construction of in-dialog requests (BYE, re-INVITE, UPDATE, the ACK for a 2xx).
 
 use crate::error::ParseError;
-use crate::header::HeaderName;
+use crate::header::{HeaderName, Headers};
 use crate::message::{Request, Response};
 use crate::typed::{CSeq, ContactList, Method, NameAddr, Via};
 use crate::uri::Uri;
@@ -22,37 +22,28 @@ pub struct DialogId {
 impl DialogId {
     /// The id a received in-dialog request belongs to (UAS view: To tag is ours).
     pub fn of_received_request(request: &Request) -> Result<DialogId, DialogError> {
-        let h = &request.headers;
-        Ok(DialogId {
-            call_id: h.call_id()?.to_owned(),
-            local_tag: h
-                .to_addr()?
-                .tag()
-                .ok_or(DialogError::MissingTag("To"))?
-                .to_owned(),
-            remote_tag: h
-                .from_addr()?
-                .tag()
-                .ok_or(DialogError::MissingTag("From"))?
-                .to_owned(),
-        })
+        Self::from_headers(&request.headers, false)
     }
 
     /// The id a received response belongs to (UAC view: From tag is ours).
     pub fn of_received_response(response: &Response) -> Result<DialogId, DialogError> {
-        let h = &response.headers;
+        Self::from_headers(&response.headers, true)
+    }
+
+    /// Call-ID plus the From and To tags, ours first (and checked first).
+    fn from_headers(h: &Headers, ours_in_from: bool) -> Result<DialogId, DialogError> {
+        let tag = |from: bool| -> Result<String, DialogError> {
+            let (addr, name) = if from {
+                (h.from_addr()?, "From")
+            } else {
+                (h.to_addr()?, "To")
+            };
+            Ok(addr.tag().ok_or(DialogError::MissingTag(name))?.to_owned())
+        };
         Ok(DialogId {
             call_id: h.call_id()?.to_owned(),
-            local_tag: h
-                .from_addr()?
-                .tag()
-                .ok_or(DialogError::MissingTag("From"))?
-                .to_owned(),
-            remote_tag: h
-                .to_addr()?
-                .tag()
-                .ok_or(DialogError::MissingTag("To"))?
-                .to_owned(),
+            local_tag: tag(ours_in_from)?,
+            remote_tag: tag(!ours_in_from)?,
         })
     }
 }

@@ -285,6 +285,15 @@ pub struct Header {
 }
 
 impl Header {
+    /// A line added by us: the canonical spelling of `name`.
+    fn added(name: HeaderName, value: String) -> Header {
+        Header {
+            spelled: name.as_str().to_owned(),
+            name,
+            value,
+        }
+    }
+
     /// Normalised name.
     pub fn name(&self) -> &HeaderName {
         &self.name
@@ -386,11 +395,7 @@ impl Headers {
     pub fn push(&mut self, name: HeaderName, value: impl Into<String>) -> Result<(), ParseError> {
         let value = value.into();
         check_value(&name, &value)?;
-        self.lines.push(Header {
-            spelled: name.as_str().to_owned(),
-            name,
-            value,
-        });
+        self.lines.push(Header::added(name, value));
         Ok(())
     }
 
@@ -404,14 +409,7 @@ impl Headers {
         let value = value.into();
         check_value(&name, &value)?;
         let at = self.lines.iter().position(|h| h.name == name).unwrap_or(0);
-        self.lines.insert(
-            at,
-            Header {
-                spelled: name.as_str().to_owned(),
-                name,
-                value,
-            },
-        );
+        self.lines.insert(at, Header::added(name, value));
         Ok(())
     }
 

@@ -5,7 +5,6 @@ use crate::header::{check_name, Header, HeaderName, Headers};
 use crate::text::{parse_decimal, trim_wsp};
 use crate::typed::{validate, CSeq, Method};
 use crate::uri::Uri;
-use std::fmt::Write as _;
 
 /// Bounds on what the parser accepts; everything above is refused with a typed error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -374,6 +373,18 @@ fn parse_header_lines<'a>(
     Ok(headers)
 }
 
+/// Start line, headers (Content-Length from the body), blank line and body.
+fn write_message(
+    start: std::fmt::Arguments<'_>,
+    headers: &Headers,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let _ = std::io::Write::write_fmt(out, start);
+    write_headers(headers, body.len(), out);
+    out.extend_from_slice(body);
+}
+
 fn write_headers(headers: &Headers, body_len: usize, out: &mut Vec<u8>) {
     for h in headers {
         out.extend_from_slice(h.spelled().as_bytes());
@@ -401,11 +412,8 @@ impl Request {
 
     /// Appends the serialized request to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let mut line = String::with_capacity(96);
-        let _ = write!(line, "{} {} SIP/2.0\r\n", self.method, self.uri);
-        out.extend_from_slice(line.as_bytes());
-        write_headers(&self.headers, self.body.len(), out);
-        out.extend_from_slice(&self.body);
+        let start = format_args!("{} {} SIP/2.0\r\n", self.method, self.uri);
+        write_message(start, &self.headers, &self.body, out);
     }
 
     /// Serializes the request.
@@ -545,12 +553,9 @@ impl Request {
 impl Response {
     /// Appends the serialized response to `out`.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let mut line = String::with_capacity(64);
         let reason = self.reason.replace(['\r', '\n'], " ");
-        let _ = write!(line, "SIP/2.0 {} {}\r\n", self.status, reason);
-        out.extend_from_slice(line.as_bytes());
-        write_headers(&self.headers, self.body.len(), out);
-        out.extend_from_slice(&self.body);
+        let start = format_args!("SIP/2.0 {} {}\r\n", self.status, reason);
+        write_message(start, &self.headers, &self.body, out);
     }
 
     /// Serializes the response.

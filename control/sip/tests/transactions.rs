@@ -5,7 +5,7 @@
 
 use edgeway_sip::{
     Dialog, Host, Message, Method, Request, Response, TransactionConfig, TransactionEvent,
-    TransactionLayer, TransactionState, Via,
+    TransactionId, TransactionLayer, TransactionState, Via,
 };
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,12 @@ fn run_timers(l: &mut Layer, t0: Instant, until: Duration) -> Vec<(Duration, Vec
         }
     }
     sent
+}
+
+/// Runs the timers up to `t0 + until` and expects the transaction's end, and nothing else.
+fn terminates_by(l: &mut Layer, t0: Instant, until: Duration, id: TransactionId) {
+    run_timers(l, t0, until);
+    assert_eq!(drain_events(l), vec![TransactionEvent::Terminated { id }]);
 }
 
 fn parse(bytes: &[u8]) -> Message {
@@ -146,11 +152,7 @@ fn invite_client_non_2xx_generates_ack() {
         l.poll_timeout(),
         Some(t0 + ms(5000) + Duration::from_secs(32))
     );
-    run_timers(&mut l, t0, Duration::from_secs(60));
-    assert_eq!(
-        drain_events(&mut l),
-        vec![TransactionEvent::Terminated { id }]
-    );
+    terminates_by(&mut l, t0, Duration::from_secs(60), id);
 }
 
 #[test]
@@ -208,11 +210,7 @@ fn invite_client_2xx_retransmissions_reach_the_tu() {
     l.send_stateless("core", &ack.into());
     assert_eq!(drain_transmits(&mut l).len(), 2, "INVITE + ACK");
     // Timer M.
-    run_timers(&mut l, t0, Duration::from_secs(40));
-    assert_eq!(
-        drain_events(&mut l),
-        vec![TransactionEvent::Terminated { id }]
-    );
+    terminates_by(&mut l, t0, Duration::from_secs(40), id);
 }
 
 #[test]
@@ -321,11 +319,7 @@ fn invite_server_100_trying_absorbs_retransmissions() {
     );
     // Timer I = T4.
     assert_eq!(l.poll_timeout(), Some(t0 + ms(18000)));
-    run_timers(&mut l, t0, ms(20000));
-    assert_eq!(
-        drain_events(&mut l),
-        vec![TransactionEvent::Terminated { id }]
-    );
+    terminates_by(&mut l, t0, ms(20000), id);
 }
 
 #[test]
@@ -389,11 +383,7 @@ fn invite_server_2xx_retransmitted_until_ack() {
     );
     assert!(run_timers(&mut l, t0, ms(31000)).is_empty());
     // Timer L ends it, without a timeout since the ACK came.
-    run_timers(&mut l, t0, ms(33000));
-    assert_eq!(
-        drain_events(&mut l),
-        vec![TransactionEvent::Terminated { id }]
-    );
+    terminates_by(&mut l, t0, ms(33000), id);
 }
 
 #[test]
@@ -429,11 +419,7 @@ fn non_invite_server_and_timer_j() {
         l.poll_timeout(),
         Some(t0 + ms(600) + Duration::from_secs(32))
     );
-    run_timers(&mut l, t0, Duration::from_secs(40));
-    assert_eq!(
-        drain_events(&mut l),
-        vec![TransactionEvent::Terminated { id }]
-    );
+    terminates_by(&mut l, t0, Duration::from_secs(40), id);
 }
 
 #[test]
