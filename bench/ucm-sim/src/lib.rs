@@ -1,0 +1,1 @@
+//! ucm-sim, a Unified CM stand-in: being written (issue 5).

@@ -1,0 +1,1 @@
+//! edgeway's control-plane process (`edgeway-control`): being written (issue 5).
