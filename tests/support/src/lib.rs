@@ -4,6 +4,10 @@
 //! implementation independent of `edgeway-srtp`, over JSON lines. It needs the project's venv
 //! (`scripts/setup` makes it); without it [`LibsrtpOracle::start`] fails the test under CI
 //! (`CI=true`) and otherwise returns `None` after printing what was not tested.
+//!
+//! [`pki::TestPki`] is a throwaway CA that issues PEM certificates with chosen SANs and EKUs.
+
+pub mod pki;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
