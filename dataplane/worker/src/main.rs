@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
+use edgeway_flowtable::XdpStatus;
 use edgeway_media::{DemuxLayout, MediaConfig, Role};
 
 #[global_allocator]
@@ -126,17 +127,14 @@ fn main() -> Result<()> {
     );
     let worker_cpus: Vec<usize> = (0..workers).map(|i| cpus[i % cpus.len()]).collect();
     let mut xdp_node = if args.xdp.is_empty() {
-        xdp::write_status(
-            &dir,
-            &["off: not requested (--xdp); the workers carry all media".into()],
-        );
-        eprintln!("edgeway-dataplane: XDP not requested: the workers carry all media");
+        xdp::publish_status(&dir, &XdpStatus::off("not requested (--xdp)"));
         None
     } else {
         let pin_dir = args
             .xdp_pin_dir
             .clone()
             .unwrap_or_else(|| edgeway_xdp::pin_dir(&args.node));
+        let previous = XdpStatus::read(&dir);
         match xdp::XdpNode::start(
             &pin_dir,
             &args.xdp,
@@ -144,18 +142,14 @@ fn main() -> Result<()> {
             &config,
             &worker_cpus,
             &table,
+            previous.as_ref(),
         ) {
-            Ok((node, notes)) => {
-                for n in &notes {
-                    eprintln!("edgeway-dataplane: XDP {n}");
-                }
-                xdp::write_status(&dir, &notes);
+            Ok((node, status)) => {
+                xdp::publish_status(&dir, &status);
                 Some(node)
             }
             Err(e) => {
-                let line = format!("off: {e:#}; the workers carry all media");
-                eprintln!("edgeway-dataplane: XDP {line}");
-                xdp::write_status(&dir, &[line]);
+                xdp::publish_status(&dir, &XdpStatus::off(&format!("{e:#}")));
                 None
             }
         }
@@ -188,7 +182,8 @@ fn main() -> Result<()> {
         );
     }
 
-    // The main thread keeps the heartbeat that edgewayctl reads, and notices a dead worker.
+    // The main thread keeps the heartbeat that edgewayctl reads, mirrors the table into the
+    // XDP flow map, drains XDP's events, and notices a dead worker.
     loop {
         std::thread::sleep(Duration::from_millis(50));
         if let Err(e) = table.heartbeat() {
@@ -197,6 +192,9 @@ fn main() -> Result<()> {
         if let Some(node) = xdp_node.as_mut() {
             if let Err(e) = node.sync(&table) {
                 eprintln!("edgeway-dataplane: XDP flow map: {e:#}");
+            }
+            if let Err(e) = node.drain_events() {
+                eprintln!("edgeway-dataplane: XDP events: {e:#}");
             }
         }
         if let Some(done) = threads.iter().position(|t| t.is_finished()) {

@@ -6,19 +6,22 @@
 //! turns of the main thread.
 //!
 //! When the program cannot be loaded or attached (no privilege, no bpffs, an interface
-//! without XDP), the node says so once, in its log and in the status file `edgewayctl flow
-//! stats` reads, and the workers carry all media.
+//! without XDP), the node says so once, in its log and in the status file (`<table dir>/xdp`)
+//! that `edgewayctl status` reads, and the workers carry all media.
+//!
+//! The program's ring-buffer events (latches, bursts of packets for no flow) are drained by
+//! the main thread between its turns and appended to the table directory's bounded event
+//! log, which `edgewayctl flows events` prints and follows.
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use edgeway_flowtable::{ChangesResult, FlowTable};
+use edgeway_flowtable::{
+    event_json, unix_ms, ChangesResult, EventLog, FlowTable, XdpAttachment, XdpStatus,
+};
 use edgeway_media::{MediaConfig, Role};
-use edgeway_xdp::{xdp_mode, AttachMode, Attached, MediaProgram, XdpConfig};
-
-/// Name of the status file in the node's table directory.
-pub(crate) const STATUS_FILE: &str = "xdp";
+use edgeway_xdp::{xdp_mode, Attached, MediaProgram, XdpConfig, XdpEvent};
 
 /// One `--xdp` interface: its name and, for dual-NIC edges, the source address relayed
 /// packets take when they leave by it.
@@ -52,15 +55,20 @@ impl std::str::FromStr for XdpInterface {
     }
 }
 
-/// The attached program and how far the flow map follows the table's change log.
+/// The attached program, how far the flow map follows the table's change log, and where
+/// its events go.
 #[derive(Debug)]
 pub(crate) struct XdpNode {
     program: MediaProgram,
     cursor: u64,
+    events: EventLog,
+    drained: Vec<XdpEvent>,
 }
 
 impl XdpNode {
-    /// Loads, configures and attaches the program; mirrors the whole table into it.
+    /// Loads, configures and attaches the program; mirrors the whole table into it. The
+    /// status says how it sits on each interface; `previous` (the status an earlier data
+    /// plane left) names the mode of a pinned link this one takes over.
     pub(crate) fn start(
         pin_dir: &Path,
         interfaces: &[XdpInterface],
@@ -68,7 +76,8 @@ impl XdpNode {
         config: &MediaConfig,
         worker_cpus: &[usize],
         table: &FlowTable,
-    ) -> Result<(XdpNode, Vec<String>)> {
+        previous: Option<&XdpStatus>,
+    ) -> Result<(XdpNode, XdpStatus)> {
         let mut program = MediaProgram::load(Some(pin_dir))
             .with_context(|| format!("loading the XDP program (maps in {})", pin_dir.display()))?;
         let mut demux_ports = [0u16; edgeway_map_schema::XDP_MAX_DEMUX_PORTS];
@@ -98,7 +107,9 @@ impl XdpNode {
                 .set_worker_cpu(worker as u32, *cpu as u32)
                 .with_context(|| format!("steering worker {worker} to cpu {cpu}"))?;
         }
-        let mut notes = Vec::new();
+        let earlier = previous.map(XdpStatus::attachments).unwrap_or_default();
+        let mut status = XdpStatus::default();
+        status.push_pin_dir(pin_dir);
         for i in interfaces {
             let ifindex = edgeway_xdp::interface_index(&i.name)
                 .with_context(|| format!("--xdp {}: no such interface", i.name))?;
@@ -106,23 +117,61 @@ impl XdpNode {
                 .attach_pinned(&i.name, generic_only)
                 .with_context(|| format!("attaching to {}", i.name))?;
             program.add_tx_port(ifindex, i.source)?;
-            let how = match how {
-                Attached::New(AttachMode::Native) => "native".to_owned(),
-                Attached::New(AttachMode::Generic) => "generic".to_owned(),
-                Attached::Replaced => "kept the pinned link, program replaced".to_owned(),
+            let (mode, replaced) = match how {
+                Attached::New(mode) => (mode.name().to_owned(), false),
+                // The link keeps the mode it was made with; the earlier status recorded it.
+                Attached::Replaced => (
+                    earlier
+                        .iter()
+                        .find(|a| a.interface == i.name)
+                        .map_or_else(|| "unknown".to_owned(), |a| a.mode.clone()),
+                    true,
+                ),
             };
             if relay != 0 && !forwarding_on(&i.name) {
-                notes.push(format!(
+                status.push_note(format!(
                     "{}: net.ipv4.conf.{}.forwarding is 0, so the kernel's FIB lookup refuses \
                      in-kernel relay there; relay legs pass to the workers until it is 1",
                     i.name, i.name
                 ));
             }
-            notes.push(format!("attached to {} ({how})", i.name));
+            status.push_attached(&XdpAttachment {
+                interface: i.name.clone(),
+                mode,
+                replaced,
+            });
         }
-        let mut node = XdpNode { program, cursor: 0 };
+        let mut node = XdpNode {
+            program,
+            cursor: 0,
+            events: EventLog::new(table.dir()),
+            drained: Vec::new(),
+        };
         node.resync(table)?;
-        Ok((node, notes))
+        Ok((node, status))
+    }
+
+    /// Moves the program's new events into the event log; returns how many.
+    pub(crate) fn drain_events(&mut self) -> Result<usize> {
+        self.drained.clear();
+        let n = self.program.drain_events(&mut self.drained)?;
+        if n == 0 {
+            return Ok(0);
+        }
+        // Events carry the kernel's monotonic time; the log says when, in Unix time.
+        let (now_ms, now_ns) = (unix_ms(), edgeway_xdp::monotonic_ns());
+        let lines: Vec<_> = self
+            .drained
+            .iter()
+            .map(|ev| {
+                let age_ms = now_ns.saturating_sub(ev.ktime_ns) / 1_000_000;
+                event_json(ev, now_ms.saturating_sub(age_ms))
+            })
+            .collect();
+        self.events
+            .append(&lines)
+            .with_context(|| format!("appending to {}", self.events.path().display()))?;
+        Ok(n)
     }
 
     /// Applies the table's changes since the last call; rescans after an overrun.
@@ -169,10 +218,17 @@ fn forwarding_on(interface: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// Writes the one-line-per-fact status `edgewayctl flow stats` shows.
-pub(crate) fn write_status(dir: &Path, lines: &[String]) {
-    let path: PathBuf = dir.join(STATUS_FILE);
-    let _ = std::fs::write(path, lines.join("\n") + "\n");
+/// Writes the status `edgewayctl status` shows and says it on stderr, once.
+pub(crate) fn publish_status(dir: &Path, status: &XdpStatus) {
+    for line in &status.lines {
+        eprintln!("edgeway-dataplane: XDP {line}");
+    }
+    if let Err(e) = status.write(dir) {
+        eprintln!(
+            "edgeway-dataplane: writing {}: {e}",
+            dir.join(edgeway_flowtable::XDP_STATUS_FILE).display()
+        );
+    }
 }
 
 #[cfg(test)]

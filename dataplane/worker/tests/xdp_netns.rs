@@ -6,6 +6,8 @@
 //! - a UDP scan of the whole media range and the demultiplexing port, beside the call, reaches
 //!   no socket on the edge (the kernel's "no port" counter does not move, nor the workers'
 //!   no-flow count), is counted by XDP as dropped, and the call loses nothing;
+//! - the program's events (the latch, the scan's no-flow bursts) reach the table directory's
+//!   event log through the data plane;
 //! - kill -9 of the data plane leaves the call forwarding (pinned link and maps), and a
 //!   restarted data plane takes the pinned link over.
 //!
@@ -20,7 +22,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use edgeway_flowtable::TableOptions;
+use edgeway_flowtable::{EventLog, TableOptions, XdpStatus};
 use edgeway_map_schema::{flags, Action, DropReason, FlowKey, SrtpParams};
 use edgeway_testkit::{ip, netns_sysctl, root_or_skip};
 use edgeway_xdp::MediaProgram;
@@ -209,6 +211,8 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
     let status = std::fs::read_to_string(dp.dir.join("xdp")).unwrap();
     assert!(status.contains("attached to e0 (generic)"), "{status}");
     assert!(status.contains("attached to e1 (generic)"), "{status}");
+    let recorded = XdpStatus::read(&dp.dir).unwrap();
+    assert_eq!(recorded.pin_dir().as_deref(), Some(pins.as_path()));
 
     let client = topo.socket(&topo.client, SocketAddrV4::new(CLIENT, 5004));
     let core = topo.socket(&topo.core, core_media);
@@ -273,6 +277,40 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
         .unwrap();
     assert_eq!(c.drops[DropReason::Malformed.index()], 1, "{c:?}");
 
+    // The program's events reached the control plane's side: the data plane drained the ring
+    // buffer into the table directory's event log (every 50 ms).
+    let log = EventLog::new(&dp.dir);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let events = loop {
+        let events = log.read_all().unwrap();
+        let no_flow: u64 = events
+            .iter()
+            .filter(|e| e["kind"] == "no_flow")
+            .map(|e| e["count"].as_u64().unwrap())
+            .sum();
+        if no_flow > 0 || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let latched: Vec<_> = events.iter().filter(|e| e["kind"] == "latched").collect();
+    assert_eq!(latched.len(), 1, "one latch, said once: {events:?}");
+    assert_eq!(latched[0]["key"], "40000");
+    assert_eq!(latched[0]["src"], "198.51.100.2:5004");
+    let now = edgeway_flowtable::unix_ms();
+    let t = latched[0]["time_ms"].as_u64().unwrap();
+    assert!(t <= now && now - t < 60_000, "a Unix time: {t} vs {now}");
+    let bursts: Vec<_> = events.iter().filter(|e| e["kind"] == "no_flow").collect();
+    assert!(!bursts.is_empty(), "the scan was reported: {events:?}");
+    // One event per 100 ms window at most, not one per packet.
+    assert!(bursts.len() < 100, "{} no-flow events", bursts.len());
+    assert!(
+        bursts
+            .iter()
+            .all(|e| e["src"].as_str().unwrap().starts_with("198.51.100.2:")),
+        "{bursts:?}"
+    );
+
     // kill -9: the pinned link and maps keep the call going without any process.
     dp.kill9();
     let t0 = Instant::now();
@@ -288,6 +326,20 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
     dp.settle();
     let status = std::fs::read_to_string(dp.dir.join("xdp")).unwrap();
     assert!(status.contains("kept the pinned link"), "{status}");
+    // The taken-over link keeps the mode it was made with, and the status still names it.
+    let modes: Vec<_> = XdpStatus::read(&dp.dir)
+        .unwrap()
+        .attachments()
+        .into_iter()
+        .map(|a| (a.interface, a.mode, a.replaced))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            ("e0".to_owned(), "generic".to_owned(), true),
+            ("e1".to_owned(), "generic".to_owned(), true)
+        ]
+    );
     assert_eq!(stream(&client, edge_client_side, &core, 8, 100), 100);
     drop(dp);
     drop(xdp);

@@ -37,6 +37,7 @@
 #![warn(missing_docs)]
 
 mod layout;
+mod node_files;
 mod ports;
 mod seqlock;
 mod sys;
@@ -50,13 +51,17 @@ pub use edgeway_map_schema::{
     DropReason, FlowCounters, FlowEntry, FlowKey, FlowState, NodeCounters, DROP_REASONS,
     SCHEMA_VERSION,
 };
+pub use node_files::{
+    event_json, event_kind_name, EventLog, XdpAttachment, XdpStatus, EVENTS_FILE, EVENTS_MAX_BYTES,
+    XDP_STATUS_FILE,
+};
 pub use ports::{PortAllocator, PortState, PortUsage};
 pub use table::{
     Change, ChangeOp, ChangesResult, DataplaneInfo, FlowTable, Iter, Liveness, SlotRef, TableInfo,
 };
 pub use text::{
     counters_json, entry_json, format_endpoint, format_key, node_counters_json, parse_endpoint,
-    parse_key, srtp_params_from_crypto, state_json, suite_name,
+    parse_key, srtp_params_from_crypto, state_json, suite_name, xdp_counters_json,
 };
 
 /// Where node directories live: a table for node `N` is in `SHM_ROOT/N/`.

@@ -248,6 +248,22 @@ pub fn node_counters_json(c: &NodeCounters) -> Value {
     })
 }
 
+/// The XDP program's node-wide counters as JSON, drops by [`DropReason::name`].
+pub fn xdp_counters_json(c: &edgeway_map_schema::XdpCounters) -> Value {
+    json!({
+        "rx_packets": c.rx_packets,
+        "rx_bytes": c.rx_bytes,
+        "relayed_packets": c.relayed_packets,
+        "relayed_bytes": c.relayed_bytes,
+        "steered_packets": c.steered_packets,
+        "passed_packets": c.passed_packets,
+        "keepalives_rx": c.keepalives_rx,
+        "events_lost": c.events_lost,
+        "drops_total": edgeway_map_schema::saturating_sum(&c.drops),
+        "drops": drops_json(&c.drops),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -76,6 +76,15 @@ pub enum Error {
     /// The object lacks a map or program this crate expects (a build mismatch).
     #[error("the XDP object has no {0}")]
     Missing(&'static str),
+    /// A map is not pinned where it should be (no data plane has loaded the program for
+    /// this node, or another pin directory was meant).
+    #[error("no pinned map at {}: {source}", path.display())]
+    NotPinned {
+        /// The pin path.
+        path: PathBuf,
+        /// What aya said.
+        source: MapError,
+    },
     /// The pin directory could not be prepared.
     #[error("pin directory {}: {source}", path.display())]
     PinDir {
@@ -306,52 +315,27 @@ impl MediaProgram {
 
     /// The entry for `key`.
     pub fn flow(&self, key: FlowKey) -> Result<Option<FlowEntry>> {
-        let m: HashMap<&MapData, Key, Entry> =
-            HashMap::try_from(self.map("flows")?).map_err(map_err("flows"))?;
-        found(m.get(&Key(key), 0).map(|e| e.0)).map_err(map_err("flows"))
+        read_flow(self.map("flows")?, key)
     }
 
     /// Every entry's key.
     pub fn flow_keys(&self) -> Result<Vec<FlowKey>> {
-        let m: HashMap<&MapData, Key, Entry> =
-            HashMap::try_from(self.map("flows")?).map_err(map_err("flows"))?;
-        m.keys()
-            .map(|k| k.map(|k| k.0))
-            .collect::<Result<_, _>>()
-            .map_err(map_err("flows"))
+        read_flow_keys(self.map("flows")?)
     }
 
     /// What the program latched for `key`, if anything.
     pub fn latch(&self, key: FlowKey) -> Result<Option<XdpLatch>> {
-        let m: HashMap<&MapData, Key, Latch> =
-            HashMap::try_from(self.map("latches")?).map_err(map_err("latches"))?;
-        found(m.get(&Key(key), 0).map(|l| l.0)).map_err(map_err("latches"))
+        read_latch(self.map("latches")?, key)
     }
 
     /// The entry's counters, summed over CPUs (None before its first packet).
     pub fn flow_counters(&self, key: FlowKey) -> Result<Option<FlowCounters>> {
-        let m: PerCpuHashMap<&MapData, Key, Counters> =
-            PerCpuHashMap::try_from(self.map("flow_stats")?).map_err(map_err("flow_stats"))?;
-        let Some(per_cpu) = found(m.get(&Key(key), 0)).map_err(map_err("flow_stats"))? else {
-            return Ok(None);
-        };
-        let mut total = FlowCounters::default();
-        for c in per_cpu.iter() {
-            total.accumulate(&c.0);
-        }
-        Ok(Some(total))
+        read_flow_counters(self.map("flow_stats")?, key)
     }
 
     /// The node-wide counters, summed over CPUs.
     pub fn counters(&self) -> Result<XdpCounters> {
-        let a: PerCpuArray<&MapData, Node> =
-            PerCpuArray::try_from(self.map("node_stats")?).map_err(map_err("node_stats"))?;
-        let per_cpu: PerCpuValues<Node> = a.get(&0, 0).map_err(map_err("node_stats"))?;
-        let mut total = XdpCounters::default();
-        for c in per_cpu.iter() {
-            total.accumulate(&c.0);
-        }
-        Ok(total)
+        read_node_counters(self.map("node_stats")?)
     }
 
     /// Drops everything from `ip` (intrusion protection), counted as `blocked_source`.
@@ -502,6 +486,183 @@ impl MediaProgram {
             packet: out,
         })
     }
+}
+
+/// A read-only view of a node's pinned maps, for tools that inspect a running (or killed)
+/// data plane without loading a program of their own: `edgewayctl flows` and `status`.
+/// Every read goes to the kernel, so each call sees the program's current counts.
+#[derive(Debug)]
+pub struct PinnedMaps {
+    dir: PathBuf,
+    flows: Map,
+    latches: Map,
+    flow_stats: Map,
+    node_stats: Map,
+}
+
+/// One BPF link pinned in a node's directory by [`MediaProgram::attach_pinned`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinnedLinkInfo {
+    /// The interface named in the pin (`link-<interface>`).
+    pub interface: String,
+    /// The kernel's id of the link.
+    pub link_id: u32,
+    /// The id of the program the link runs (0: the link no longer holds one).
+    pub program_id: u32,
+}
+
+impl PinnedMaps {
+    /// Opens the maps pinned in `dir` (`/sys/fs/bpf/edgeway/<node>/`, see [`pin_dir`]).
+    pub fn open(dir: &Path) -> Result<Self> {
+        let open = |name: &'static str| -> Result<Map> {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|source| Error::NotPinned {
+                path: path.clone(),
+                source,
+            })?;
+            Map::from_map_data(data).map_err(map_err(name))
+        };
+        Ok(PinnedMaps {
+            dir: dir.to_owned(),
+            flows: open("flows")?,
+            latches: open("latches")?,
+            flow_stats: open("flow_stats")?,
+            node_stats: open("node_stats")?,
+        })
+    }
+
+    /// The directory the maps are pinned in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every entry in the program's flow map.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowEntry)>> {
+        let m: HashMap<&MapData, Key, Entry> =
+            HashMap::try_from(&self.flows).map_err(map_err("flows"))?;
+        m.iter()
+            .map(|kv| kv.map(|(k, e)| (k.0, e.0)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err("flows"))
+    }
+
+    /// The entry for `key`.
+    pub fn flow(&self, key: FlowKey) -> Result<Option<FlowEntry>> {
+        read_flow(&self.flows, key)
+    }
+
+    /// What the program latched for `key`, if anything.
+    pub fn latch(&self, key: FlowKey) -> Result<Option<XdpLatch>> {
+        read_latch(&self.latches, key)
+    }
+
+    /// The entry's counters, summed over CPUs (None before its first packet).
+    pub fn flow_counters(&self, key: FlowKey) -> Result<Option<FlowCounters>> {
+        read_flow_counters(&self.flow_stats, key)
+    }
+
+    /// Every entry's counters, summed over CPUs, in one pass over the map.
+    pub fn all_flow_counters(&self) -> Result<Vec<(FlowKey, FlowCounters)>> {
+        let m: PerCpuHashMap<&MapData, Key, Counters> =
+            PerCpuHashMap::try_from(&self.flow_stats).map_err(map_err("flow_stats"))?;
+        m.iter()
+            .map(|kv| kv.map(|(k, per_cpu)| (k.0, sum_flow_counters(&per_cpu))))
+            .collect::<Result<_, _>>()
+            .map_err(map_err("flow_stats"))
+    }
+
+    /// The node-wide counters, summed over CPUs.
+    pub fn counters(&self) -> Result<XdpCounters> {
+        read_node_counters(&self.node_stats)
+    }
+
+    /// The links pinned beside the maps, one per attached interface.
+    pub fn links(&self) -> Result<Vec<PinnedLinkInfo>> {
+        pinned_links(&self.dir)
+    }
+}
+
+/// The links pinned in `dir` by [`MediaProgram::attach_pinned`], sorted by interface.
+pub fn pinned_links(dir: &Path) -> Result<Vec<PinnedLinkInfo>> {
+    let pin_err = |source| Error::PinDir {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut links = Vec::new();
+    for item in fs::read_dir(dir).map_err(pin_err)? {
+        let item = item.map_err(pin_err)?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        let Some(interface) = name.strip_prefix("link-") else {
+            continue;
+        };
+        let info = FdLink::from(PinnedLink::from_pin(item.path())?).info()?;
+        links.push(PinnedLinkInfo {
+            interface: interface.to_owned(),
+            link_id: info.id(),
+            program_id: info.program_id(),
+        });
+    }
+    links.sort_by(|a, b| a.interface.cmp(&b.interface));
+    Ok(links)
+}
+
+/// The kernel's CLOCK_MONOTONIC now, in ns: the clock of [`XdpEvent::ktime_ns`]
+/// (`bpf_ktime_get_ns`), so an event's age is `monotonic_ns() - ktime_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the value we own; CLOCK_MONOTONIC
+    // always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+fn read_flow(map: &Map, key: FlowKey) -> Result<Option<FlowEntry>> {
+    let m: HashMap<&MapData, Key, Entry> = HashMap::try_from(map).map_err(map_err("flows"))?;
+    found(m.get(&Key(key), 0).map(|e| e.0)).map_err(map_err("flows"))
+}
+
+fn read_flow_keys(map: &Map) -> Result<Vec<FlowKey>> {
+    let m: HashMap<&MapData, Key, Entry> = HashMap::try_from(map).map_err(map_err("flows"))?;
+    m.keys()
+        .map(|k| k.map(|k| k.0))
+        .collect::<Result<_, _>>()
+        .map_err(map_err("flows"))
+}
+
+fn read_latch(map: &Map, key: FlowKey) -> Result<Option<XdpLatch>> {
+    let m: HashMap<&MapData, Key, Latch> = HashMap::try_from(map).map_err(map_err("latches"))?;
+    found(m.get(&Key(key), 0).map(|l| l.0)).map_err(map_err("latches"))
+}
+
+fn read_flow_counters(map: &Map, key: FlowKey) -> Result<Option<FlowCounters>> {
+    let m: PerCpuHashMap<&MapData, Key, Counters> =
+        PerCpuHashMap::try_from(map).map_err(map_err("flow_stats"))?;
+    let per_cpu = found(m.get(&Key(key), 0)).map_err(map_err("flow_stats"))?;
+    Ok(per_cpu.map(|p| sum_flow_counters(&p)))
+}
+
+fn sum_flow_counters(per_cpu: &PerCpuValues<Counters>) -> FlowCounters {
+    let mut total = FlowCounters::default();
+    for c in per_cpu.iter() {
+        total.accumulate(&c.0);
+    }
+    total
+}
+
+fn read_node_counters(map: &Map) -> Result<XdpCounters> {
+    let a: PerCpuArray<&MapData, Node> =
+        PerCpuArray::try_from(map).map_err(map_err("node_stats"))?;
+    let per_cpu: PerCpuValues<Node> = a.get(&0, 0).map_err(map_err("node_stats"))?;
+    let mut total = XdpCounters::default();
+    for c in per_cpu.iter() {
+        total.accumulate(&c.0);
+    }
+    Ok(total)
 }
 
 /// Moves the calling thread into the network namespace at `path` (`/run/netns/<name>`), as
