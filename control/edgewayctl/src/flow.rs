@@ -14,8 +14,9 @@ use anyhow::{bail, Context as _};
 use clap::{Subcommand, ValueEnum};
 use edgeway_flowtable::{
     counters_json, entry_json, format_endpoint, format_key, node_counters_json, parse_endpoint,
-    parse_key, srtp_params_from_crypto, state_json, suite_name, unix_ms, DropReason, FlowCounters,
-    FlowEntry, FlowKey, FlowState, FlowTable, Liveness, NodeCounters, TableOptions, MAX_WORKERS,
+    parse_key, srtp_params_from_crypto, state_json, suite_name, unix_ms, DataplaneInfo, DropReason,
+    FlowCounters, FlowEntry, FlowKey, FlowState, FlowTable, Liveness, NodeCounters, TableOptions,
+    XdpStatus, MAX_WORKERS,
 };
 use edgeway_map_schema::{flags, Action, Endpoint, SrtpParams};
 use serde_json::{json, Value};
@@ -468,7 +469,7 @@ fn show(t: &FlowTable, key: &FlowKey, json: bool, out: &mut impl Write) -> anyho
 }
 
 /// A JSON value without quotes around strings, for the human view.
-fn plain(v: &Value) -> String {
+pub(crate) fn plain(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -528,7 +529,7 @@ fn write_state(s: &FlowState, clock_rate: u32, out: &mut impl Write) -> io::Resu
     )
 }
 
-fn write_counters(c: &FlowCounters, out: &mut impl Write) -> anyhow::Result<()> {
+pub(crate) fn write_counters(c: &FlowCounters, out: &mut impl Write) -> anyhow::Result<()> {
     writeln!(out, "counters")?;
     writeln!(
         out,
@@ -559,7 +560,7 @@ fn write_drops(drops: &[u64], out: &mut impl Write) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn liveness_word(l: Liveness) -> String {
+pub(crate) fn liveness_word(l: Liveness) -> String {
     match l {
         Liveness::None => "not running".into(),
         Liveness::Running => "running".into(),
@@ -586,9 +587,10 @@ fn stats(t: &FlowTable, json: bool, out: &mut impl Write) -> anyhow::Result<()> 
         total.accumulate(c);
     }
     // What the data plane said of XDP when it started (attached where, how, or why not).
-    let xdp: Vec<String> = std::fs::read_to_string(info.dir.join("xdp"))
-        .map(|s| s.lines().map(str::to_owned).collect())
-        .unwrap_or_else(|_| vec!["unknown (no data plane has started on this table)".into()]);
+    let xdp: Vec<String> = XdpStatus::read(&info.dir).map_or_else(
+        || vec!["unknown (no data plane has started on this table)".into()],
+        |s| s.lines,
+    );
     if json {
         let v = json!({
             "xdp": xdp,
@@ -625,21 +627,7 @@ fn stats(t: &FlowTable, json: bool, out: &mut impl Write) -> anyhow::Result<()> 
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    if dp.pid != 0 {
-        writeln!(
-            out,
-            "data plane: {live}: pid {}, {} worker(s){}",
-            dp.pid,
-            dp.workers,
-            if dp.role.is_empty() {
-                String::new()
-            } else {
-                format!(", {}", dp.role)
-            }
-        )?;
-    } else {
-        writeln!(out, "data plane: {live}")?;
-    }
+    write_dataplane_line(&dp, &live, out)?;
     for line in &xdp {
         writeln!(out, "xdp: {line}")?;
     }
@@ -676,4 +664,26 @@ fn stats(t: &FlowTable, json: bool, out: &mut impl Write) -> anyhow::Result<()> 
         total.rx_packets, total.tx_packets, total.keepalives_rx, total.keepalives_tx
     )?;
     write_drops(&total.drops, out)
+}
+
+/// The data plane's liveness line of `flow stats` and `status`.
+pub(crate) fn write_dataplane_line(
+    dp: &DataplaneInfo,
+    live: &str,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    if dp.pid == 0 {
+        return writeln!(out, "data plane: {live}");
+    }
+    writeln!(
+        out,
+        "data plane: {live}: pid {}, {} worker(s){}",
+        dp.pid,
+        dp.workers,
+        if dp.role.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", dp.role)
+        }
+    )
 }

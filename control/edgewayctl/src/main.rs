@@ -5,7 +5,9 @@
 use clap::{Parser, Subcommand};
 
 mod flow;
+mod flows;
 mod srtp;
+mod status;
 
 /// Operate and troubleshoot an edgeway node.
 #[derive(Debug, Parser)]
@@ -22,6 +24,10 @@ enum Command {
     Srtp(srtp::SrtpCommand),
     /// Read and program a node's flow table: entries, state, counters, ports, liveness.
     Flow(flow::FlowArgs),
+    /// The live XDP view: flows, their latches and counters, top talkers, drops, events.
+    Flows(flows::FlowsArgs),
+    /// Whether the node's data plane is running, and how XDP sits in front of it.
+    Status(status::StatusArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +35,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Srtp(cmd) => srtp::run(cmd),
         Command::Flow(args) => flow::run(args),
+        Command::Flows(args) => flows::run(args),
+        Command::Status(args) => status::run(args),
     }
 }
