@@ -16,6 +16,11 @@
 //! The [`engine`] is driven by the binary's `run` and `find-max` commands; it runs on one
 //! pinned thread with batched syscalls ([`sys`], the crate's only unsafe code) and no
 //! allocation per packet.
+//!
+//! The SIP side is separate and shares nothing with the media engine: [`sip_register`] is
+//! one client's registration as a sans-IO state machine (digest, 423, refresh) over
+//! edgeway-sip's messages, and [`sip_load`] runs thousands of them on one pinned tokio
+//! thread, each on its own rustls connection, for the binary's `sip-register` command.
 
 pub mod bencode;
 pub mod edgeway;
@@ -25,6 +30,8 @@ pub mod payload;
 pub mod procstat;
 pub mod reflect;
 pub mod scenario;
+pub mod sip_load;
+pub mod sip_register;
 pub mod sys;
 
 pub use engine::{FindMaxParams, FindMaxReport, Generator, Options, TrialParams, TrialReport};

@@ -1,5 +1,6 @@
-//! `edgeway-loadgen`: media load against a relay under test. See the crate docs and
-//! `perf-lab/relay/README.md`.
+//! `edgeway-loadgen`: media load against a relay under test, and SIP-over-TLS
+//! registration load (`sip-register`). See the crate docs, `perf-lab/relay/README.md` and
+//! `perf-lab/sip/README.md`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -143,6 +144,10 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// SIP-over-TLS clients, each on its own connection: register (digest), optionally
+    /// hold with refreshes and keep-alives; reports registrations/s, setup latency,
+    /// failures by cause, connections held and CPU.
+    SipRegister(SipRegisterArgs),
     /// Relay a scenario's streams (bind every tx_to, re-key, send to rx_local) until killed.
     Reflect {
         /// Scenario file.
@@ -155,6 +160,181 @@ enum Cmd {
         #[arg(long)]
         seconds: Option<f64>,
     },
+}
+
+#[derive(Args, Debug)]
+struct SipRegisterArgs {
+    /// SIP/TLS listener under test.
+    #[arg(long)]
+    target: SocketAddr,
+    /// Name for SNI and certificate verification.
+    #[arg(long)]
+    server_name: String,
+    /// PEM file of the CA certificate(s) to trust.
+    #[arg(long)]
+    ca: PathBuf,
+    /// TLS version offered: 1.2 or 1.3.
+    #[arg(long, default_value = "1.3", value_parser = parse_tls_version)]
+    tls: edgeway_loadgen::sip_load::TlsVersion,
+    /// Allow TLS session resumption between clients (off: a full handshake each).
+    #[arg(long)]
+    resume: bool,
+    /// Users in the pool (<user-prefix><i>, password <password-prefix><i>, i from
+    /// --first-user, padded to --user-digits).
+    #[arg(long)]
+    users: usize,
+    /// Index of the first user (ucm-sim's generated users start at 1).
+    #[arg(long, default_value_t = 1)]
+    first_user: usize,
+    /// Minimum digits of the user number, zero-padded (ucm-sim: user0001).
+    #[arg(long, default_value_t = 4)]
+    user_digits: usize,
+    /// User name prefix.
+    #[arg(long, default_value = "user")]
+    user_prefix: String,
+    /// Password prefix.
+    #[arg(long, default_value = "pass")]
+    password_prefix: String,
+    /// Domain of the addresses of record.
+    #[arg(long)]
+    domain: String,
+    /// New registrations per second (0: as fast as --concurrency allows).
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Most registrations in flight at once.
+    #[arg(long, default_value_t = 1000)]
+    concurrency: usize,
+    /// Keep every registered connection open until the end (each user registers once).
+    #[arg(long)]
+    hold: bool,
+    /// Expires asked for, seconds.
+    #[arg(long, default_value_t = 3600)]
+    expires: u32,
+    /// Re-REGISTER held bindings before they expire.
+    #[arg(long)]
+    refresh: bool,
+    /// Fraction of the granted expiry after which a held binding is refreshed.
+    #[arg(long, default_value_t = 0.5)]
+    refresh_at: f64,
+    /// Send a CRLF keep-alive ping every this many seconds on held connections.
+    #[arg(long)]
+    keepalive: Option<f64>,
+    /// Seconds the run lasts.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds allowed for one registration (connect to 200 OK).
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Local address to bind clients to, round-robin (repeatable; default: any).
+    #[arg(long = "source")]
+    sources: Vec<IpAddr>,
+    /// Remove every held binding (Expires: 0) at the end.
+    #[arg(long)]
+    unregister: bool,
+    /// CPU to pin the generator to.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// PID of a system-under-test process whose CPU use is reported (repeatable).
+    #[arg(long = "sut-pid")]
+    sut_pids: Vec<u32>,
+    /// Progress line on stderr every second.
+    #[arg(long)]
+    progress: bool,
+    /// Print the report as JSON only (the RESULT line is printed in any case).
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_tls_version(s: &str) -> Result<edgeway_loadgen::sip_load::TlsVersion, String> {
+    use edgeway_loadgen::sip_load::TlsVersion;
+    match s {
+        "1.2" => Ok(TlsVersion::Tls12),
+        "1.3" => Ok(TlsVersion::Tls13),
+        _ => Err(format!("TLS version {s}: expected 1.2 or 1.3")),
+    }
+}
+
+fn sip_register(a: SipRegisterArgs) -> anyhow::Result<()> {
+    use edgeway_loadgen::sip_load::{self, LoadParams};
+    if let Some(cpu) = a.cpu {
+        sys::pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+    }
+    sys::raise_nofile_limit();
+    let pem = std::fs::read(&a.ca).with_context(|| format!("reading {}", a.ca.display()))?;
+    let tls = sip_load::client_config(&pem, a.tls, a.resume)?;
+    let server_name = rustls_pki_types::ServerName::try_from(a.server_name.clone())
+        .with_context(|| format!("server name {}", a.server_name))?;
+    let secs = |s: f64, what: &str| {
+        Duration::try_from_secs_f64(s).with_context(|| format!("{what} {s}: not a duration"))
+    };
+    let params = LoadParams {
+        target: a.target,
+        server_name,
+        tls,
+        tls_version: a.tls,
+        users: a.users,
+        first_user: a.first_user,
+        user_digits: a.user_digits,
+        user_prefix: a.user_prefix,
+        password_prefix: a.password_prefix,
+        domain: a.domain,
+        rate: a.rate,
+        concurrency: a.concurrency,
+        hold: a.hold,
+        expires: a.expires,
+        refresh: a.refresh,
+        refresh_fraction: a.refresh_at,
+        keepalive: a.keepalive.map(|k| secs(k, "--keepalive")).transpose()?,
+        duration: secs(a.duration, "--duration")?,
+        timeout: secs(a.timeout, "--timeout")?,
+        sources: a.sources,
+        unregister: a.unregister,
+        sut_pids: a.sut_pids,
+        progress: a.progress,
+    };
+    let r = sip_load::run(params)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let l = &r.setup_latency_us;
+        println!("| mode | TLS | registered | reg/s | p50 ms | p99 ms | p99.9 ms | refreshes | failures | held | gen CPU % | SUT CPU % |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        let failures: u64 = r.failures.values().sum();
+        let sut: Vec<String> = r
+            .sut_cpu
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}: {}",
+                    c.pid,
+                    c.cpu_pct.map_or("-".into(), |p| format!("{p:.0}"))
+                )
+            })
+            .collect();
+        println!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {:.0} | {} |",
+            r.mode,
+            a.tls.as_str(),
+            r.registered,
+            r.registrations_per_s,
+            l.p50 / 1000.0,
+            l.p99 / 1000.0,
+            l.p999 / 1000.0,
+            r.refreshes,
+            failures,
+            r.held_at_end,
+            r.gen_cpu_pct,
+            sut.join(", ")
+        );
+        for (cause, n) in &r.failures {
+            println!(
+                "failure {cause}: {n} (e.g. {})",
+                r.failure_examples.get(cause).map_or("", String::as_str)
+            );
+        }
+    }
+    println!("RESULT {}", serde_json::to_string(&r)?);
+    Ok(())
 }
 
 #[derive(Args, Debug)]
@@ -435,6 +615,7 @@ fn main() -> anyhow::Result<()> {
             }
             write_scenario(&out, &file)?;
         }
+        Cmd::SipRegister(args) => sip_register(args)?,
         Cmd::Reflect {
             scenario,
             cpu,
