@@ -1,0 +1,747 @@
+//! The core's proxy decisions (sans-IO): domains, maintenance, the registration table,
+//! Contact/Path rewriting, and routing between the traversal zone and Unified CM.
+//!
+//! REGISTER from the edge carries the edge's Path (naming the client's flow). By default
+//! the core keeps that Path in its binding, removes it, and rewrites each Contact to
+//! `sip:b<id>@<core>` so Unified CM sends inbound requests to the core, which restores the
+//! original Contact as Request-URI and routes through the edge's Path. With "SIP Path
+//! headers" on, the core adds its own Path and leaves Contact and the edge's Path alone;
+//! Unified CM then routes through both. Digest challenges pass through untouched.
+//!
+//! Route choice: a request goes to the first configured Unified CM node that is connected,
+//! through its `CEtls-` zone when the node is configured for TLS, else its `CEtcp-` zone.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgeway_sip::{
+    ContactList, HeaderName, Host, Message, Method, NameAddr, Request, Response, SipUri, Uri, Via,
+};
+use serde::Serialize;
+
+use crate::config::{DomainConfig, UcmNode, UcmTransport};
+use crate::counters::Counters;
+use crate::sip_util::{
+    bad_request, check_request, derived_branch, hop, local_response, pop_own_via, reason_phrase,
+    refuse,
+};
+
+/// A connection to or from Unified CM, numbered by the IO layer.
+pub type ConnId = u64;
+
+/// What the IO layer must send after a call into [`CoreProxy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreOutput {
+    /// Write to the edge over the traversal zone.
+    ToEdge(Vec<u8>),
+    /// Write on this Unified CM connection.
+    ToUcm(ConnId, Vec<u8>),
+}
+
+/// An automatically generated neighbour zone towards one Unified CM node.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Zone {
+    /// `CEtcp-<node>` or `CEtls-<node>`.
+    pub name: String,
+    /// The node's name.
+    pub node: String,
+    /// `tcp` or `tls`.
+    pub transport: &'static str,
+    /// Peer address `host:port`.
+    pub address: String,
+}
+
+/// The search rule generated for each zone.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SearchRule {
+    /// Same name as its zone.
+    pub name: String,
+    /// Always 45, as on Expressway-C.
+    pub priority: u32,
+    /// Regex on the destination that sends a request to this zone.
+    pub pattern: String,
+    /// Target zone.
+    pub zone: String,
+}
+
+/// The zones and search rules generated for the configured nodes: a TCP zone always
+/// (5060), and a TLS zone too when the node is configured for TLS (mixed mode).
+pub fn generated_zones(nodes: &[UcmNode]) -> (Vec<Zone>, Vec<SearchRule>) {
+    let mut zones = Vec::new();
+    for n in nodes {
+        let tcp_address = match n.transport {
+            UcmTransport::Tcp => n.address.clone(),
+            UcmTransport::Tls => format!("{}:5060", n.host),
+        };
+        zones.push(Zone {
+            name: format!("CEtcp-{}", n.name),
+            node: n.name.clone(),
+            transport: "tcp",
+            address: tcp_address,
+        });
+        if n.transport == UcmTransport::Tls {
+            zones.push(Zone {
+                name: format!("CEtls-{}", n.name),
+                node: n.name.clone(),
+                transport: "tls",
+                address: n.address.clone(),
+            });
+        }
+    }
+    let rules = zones
+        .iter()
+        .map(|z| SearchRule {
+            name: z.name.clone(),
+            priority: 45,
+            pattern: format!(
+                ".*@{}(:[0-9]+)?((;|\\?).*)?",
+                z.address
+                    .rsplit_once(':')
+                    .map_or(z.address.as_str(), |(h, _)| h)
+                    .replace('.', "\\.")
+            ),
+            zone: z.name.clone(),
+        })
+        .collect();
+    (zones, rules)
+}
+
+/// One registered contact the core holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Binding {
+    /// Binding number (the user part of the rewritten Contact).
+    pub id: u64,
+    /// Address of record (the To URI).
+    pub aor: String,
+    /// The client's Contact as it sent it (name-addr with parameters).
+    pub contact: String,
+    /// The client's Contact URI.
+    pub contact_uri: String,
+    /// The Contact Unified CM holds (rewritten, or the original with Path headers on).
+    pub registered_contact: String,
+    /// The edge's Path entry, naming the client's flow.
+    pub edge_path: String,
+    /// Unified CM node the registration went to.
+    pub node: String,
+    /// Seconds until expiry (`None` while the first REGISTER is unanswered).
+    #[serde(skip)]
+    expires_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct PendingRegister {
+    aor: String,
+    ids: Vec<u64>,
+    wildcard: bool,
+    sent: Instant,
+}
+
+/// The core's proxy state; see the module docs.
+#[derive(Debug)]
+pub struct CoreProxy {
+    host: String,
+    port: u16,
+    path_headers: bool,
+    retry_after_s: u32,
+    domains: Vec<DomainConfig>,
+    nodes: Vec<UcmNode>,
+    node_conns: Vec<Option<ConnId>>,
+    traversal_up: bool,
+    maintenance: bool,
+    bindings: HashMap<u64, Binding>,
+    by_contact: HashMap<(String, String), u64>,
+    pending: HashMap<String, PendingRegister>,
+    next_id: u64,
+    counters: Arc<Counters>,
+}
+
+/// Settings [`CoreProxy::new`] takes (the IO layer knows the bound port).
+#[derive(Debug, Clone)]
+pub struct CoreSettings {
+    /// Host name written into Via, Path and rewritten Contacts.
+    pub host: String,
+    /// Port of the core's SIP listener (for Unified CM).
+    pub port: u16,
+    /// "SIP Path headers".
+    pub path_headers: bool,
+    /// Retry-After seconds in maintenance mode.
+    pub retry_after_s: u32,
+    /// Configured domains.
+    pub domains: Vec<DomainConfig>,
+    /// Configured Unified CM nodes.
+    pub nodes: Vec<UcmNode>,
+}
+
+/// How long a REGISTER may stay unanswered before its pending state is dropped (64*T1).
+const PENDING_LIFETIME: Duration = Duration::from_secs(32);
+const BINDING_USER_PREFIX: &str = "b";
+const DEFAULT_EXPIRES: u32 = 3600;
+
+impl CoreProxy {
+    /// A core with no node connected and the traversal zone down.
+    pub fn new(settings: CoreSettings, counters: Arc<Counters>) -> CoreProxy {
+        CoreProxy {
+            node_conns: vec![None; settings.nodes.len()],
+            host: settings.host,
+            port: settings.port,
+            path_headers: settings.path_headers,
+            retry_after_s: settings.retry_after_s,
+            domains: settings.domains,
+            nodes: settings.nodes,
+            traversal_up: false,
+            maintenance: false,
+            bindings: HashMap::new(),
+            by_contact: HashMap::new(),
+            pending: HashMap::new(),
+            next_id: 1,
+            counters,
+        }
+    }
+
+    /// The traversal zone came up or went down.
+    pub fn set_traversal_up(&mut self, up: bool) {
+        self.traversal_up = up;
+    }
+
+    /// Whether the traversal zone is up.
+    pub fn traversal_up(&self) -> bool {
+        self.traversal_up
+    }
+
+    /// Node `index` is now reachable over `conn`, or not at all.
+    pub fn set_node_connection(&mut self, index: usize, conn: Option<ConnId>) {
+        if let Some(slot) = self.node_conns.get_mut(index) {
+            *slot = conn;
+        }
+    }
+
+    /// Maintenance mode: new registrations get 503 + Retry-After; bindings stay.
+    pub fn set_maintenance(&mut self, on: bool) {
+        self.maintenance = on;
+    }
+
+    /// Whether maintenance mode is on.
+    pub fn maintenance(&self) -> bool {
+        self.maintenance
+    }
+
+    /// Active bindings with their seconds left.
+    pub fn registrations(&self, now: Instant) -> Vec<(Binding, u64)> {
+        let mut list: Vec<_> = self
+            .bindings
+            .values()
+            .filter_map(|b| {
+                let at = b.expires_at?;
+                Some((b.clone(), at.saturating_duration_since(now).as_secs()))
+            })
+            .collect();
+        list.sort_by_key(|(b, _)| b.id);
+        list
+    }
+
+    /// Node names with whether each is connected.
+    pub fn node_states(&self) -> Vec<(String, bool)> {
+        self.nodes
+            .iter()
+            .zip(&self.node_conns)
+            .map(|(n, c)| (n.name.clone(), c.is_some()))
+            .collect()
+    }
+
+    /// The generated zones and search rules.
+    pub fn zones(&self) -> (Vec<Zone>, Vec<SearchRule>) {
+        generated_zones(&self.nodes)
+    }
+
+    /// Removes expired bindings and forgotten REGISTERs; call at least every second.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<u64> = self
+            .bindings
+            .values()
+            .filter(|b| b.expires_at.is_some_and(|at| at <= now))
+            .map(|b| b.id)
+            .collect();
+        for id in expired {
+            self.counters
+                .bindings_expired
+                .fetch_add(1, Ordering::Relaxed);
+            self.remove_binding(id);
+        }
+        let stale: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.sent) > PENDING_LIFETIME)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(p) = self.pending.remove(&key) {
+                self.drop_unconfirmed(&p.ids);
+            }
+        }
+    }
+
+    /// The earliest binding expiry, for the IO layer's timer.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.bindings.values().filter_map(|b| b.expires_at).min()
+    }
+
+    fn remove_binding(&mut self, id: u64) {
+        if let Some(b) = self.bindings.remove(&id) {
+            self.by_contact.remove(&(b.aor, b.contact_uri));
+        }
+    }
+
+    fn drop_unconfirmed(&mut self, ids: &[u64]) {
+        for id in ids {
+            if self
+                .bindings
+                .get(id)
+                .is_some_and(|b| b.expires_at.is_none())
+            {
+                self.remove_binding(*id);
+            }
+        }
+    }
+
+    fn own_uri(&self) -> String {
+        format!("<sip:{}:{};transport=tcp;lr>", self.host, self.port)
+    }
+
+    fn own_via(&self, branch: &str) -> Via {
+        Via::new(
+            "TCP",
+            Host::Domain(self.host.clone()),
+            Some(self.port),
+            branch,
+        )
+    }
+
+    fn route_node(&self) -> Option<(usize, ConnId)> {
+        self.node_conns
+            .iter()
+            .enumerate()
+            .find_map(|(i, c)| c.map(|c| (i, c)))
+    }
+
+    fn domain_served(&self, uri: &Uri) -> bool {
+        let Some(host) = uri
+            .as_sip()
+            .map(|s| s.host.to_string().to_ascii_lowercase())
+        else {
+            return false;
+        };
+        self.domains
+            .iter()
+            .any(|d| d.sip_registrations && d.name == host)
+    }
+
+    /// A message from the edge over the traversal zone.
+    pub fn edge_message(&mut self, now: Instant, msg: Message, out: &mut Vec<CoreOutput>) {
+        match msg {
+            Message::Request(req) => self.edge_request(now, req, out),
+            Message::Response(mut resp) => {
+                // A client's answer to a request from Unified CM: our Via names the connection.
+                let conn = pop_own_via(&mut resp, &self.host)
+                    .and_then(|v| v.params.get("ewc").and_then(|c| c.parse::<ConnId>().ok()));
+                match conn {
+                    Some(conn) => out.push(CoreOutput::ToUcm(conn, resp.to_bytes())),
+                    None => {
+                        self.counters
+                            .stray_responses
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+    }
+
+    fn edge_request(&mut self, now: Instant, mut req: Request, out: &mut Vec<CoreOutput>) {
+        let reply = |out: &mut Vec<CoreOutput>, bytes| out.push(CoreOutput::ToEdge(bytes));
+        let via = match check_request(&req, &self.counters) {
+            Ok(via) => via,
+            Err(bytes) => return reply(out, bytes),
+        };
+        let target = if req.method == Method::Register {
+            req.headers
+                .to_addr()
+                .map(|t| t.uri)
+                .unwrap_or(req.uri.clone())
+        } else {
+            req.uri.clone()
+        };
+        if !self.domain_served(&target) {
+            return reply(
+                out,
+                refuse(
+                    &self.counters.unknown_domain,
+                    &req,
+                    404,
+                    "Domain not served by this MRA edge",
+                    &[],
+                ),
+            );
+        }
+        if let Err(bytes) = hop(&mut req) {
+            return reply(out, bytes);
+        }
+        let Some((node, conn)) = self.route_node() else {
+            return reply(
+                out,
+                refuse(
+                    &self.counters.ucm_unreachable,
+                    &req,
+                    503,
+                    "No Unified CM node reachable",
+                    &[],
+                ),
+            );
+        };
+        let branch = derived_branch(&[
+            "core",
+            via.branch().unwrap_or(""),
+            via.host.to_string().as_str(),
+        ]);
+        if req.method == Method::Register {
+            if let Err(bytes) = self.prepare_register(now, &mut req, node, &branch) {
+                return reply(out, bytes);
+            }
+            self.counters
+                .registers_proxied
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(e) = req
+            .headers
+            .prepend(HeaderName::Via, self.own_via(&branch).to_string())
+        {
+            return reply(out, bad_request(&req, &e));
+        }
+        out.push(CoreOutput::ToUcm(conn, req.to_bytes()));
+    }
+
+    /// Records the bindings a REGISTER asks for and rewrites it (Contact or Path); `Err`
+    /// holds the refusal to send back.
+    fn prepare_register(
+        &mut self,
+        now: Instant,
+        req: &mut Request,
+        node: usize,
+        branch: &str,
+    ) -> Result<(), Vec<u8>> {
+        let bad = |req: &Request, e: &dyn std::fmt::Display| {
+            local_response(req, 400, &reason_phrase("Bad Request", e), &[])
+        };
+        let aor = req
+            .headers
+            .to_addr()
+            .map_err(|e| bad(req, &e))?
+            .uri
+            .to_string();
+        let contacts = req.headers.contacts().map_err(|e| bad(req, &e))?;
+        let edge_path = req
+            .headers
+            .paths()
+            .map_err(|e| bad(req, &e))?
+            .first()
+            .map(|p| p.to_string())
+            .ok_or_else(|| {
+                local_response(req, 403, "REGISTER did not come through the edge", &[])
+            })?;
+        let addresses = match contacts {
+            ContactList::Wildcard => {
+                self.pending.insert(
+                    branch.to_owned(),
+                    PendingRegister {
+                        aor,
+                        ids: Vec::new(),
+                        wildcard: true,
+                        sent: now,
+                    },
+                );
+                return Ok(());
+            }
+            ContactList::Addresses(a) => a,
+        };
+        let header_expires = req.headers.expires().ok().flatten();
+        let is_refresh_or_removal = addresses.iter().all(|c| {
+            let removal = c.expires().or(header_expires) == Some(0);
+            removal
+                || self
+                    .by_contact
+                    .contains_key(&(aor.clone(), c.uri.to_string()))
+        });
+        if self.maintenance && !is_refresh_or_removal {
+            self.counters
+                .maintenance_refused
+                .fetch_add(1, Ordering::Relaxed);
+            let retry = [(HeaderName::RetryAfter, self.retry_after_s.to_string())];
+            return Err(local_response(
+                req,
+                503,
+                "Maintenance mode: new registrations refused",
+                &retry,
+            ));
+        }
+        let mut ids = Vec::new();
+        let mut rewritten = Vec::new();
+        for c in &addresses {
+            let key = (aor.clone(), c.uri.to_string());
+            let id = match self.by_contact.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.by_contact.insert(key.clone(), id);
+                    id
+                }
+            };
+            let mut registered = c.clone();
+            if !self.path_headers {
+                let mut uri = SipUri::new(Host::Domain(self.host.clone()));
+                uri.user = Some(format!("{BINDING_USER_PREFIX}{id}"));
+                uri.port = Some(self.port);
+                uri.params.set("transport", Some("tcp"));
+                registered.uri = Uri::Sip(uri);
+            }
+            let registered_contact = registered.to_string();
+            let previous_expiry = self.bindings.get(&id).and_then(|b| b.expires_at);
+            self.bindings.insert(
+                id,
+                Binding {
+                    id,
+                    aor: aor.clone(),
+                    contact: c.to_string(),
+                    contact_uri: key.1,
+                    registered_contact: registered_contact.clone(),
+                    edge_path: edge_path.clone(),
+                    node: self.nodes[node].name.clone(),
+                    expires_at: previous_expiry,
+                },
+            );
+            rewritten.push(registered_contact);
+            ids.push(id);
+        }
+        let rewrite = if self.path_headers {
+            req.headers.prepend(HeaderName::Path, self.own_uri())
+        } else {
+            req.headers
+                .remove_first_value(&HeaderName::Path)
+                .map(|_| ())
+                .and_then(|()| {
+                    req.headers.remove_all(&HeaderName::Contact);
+                    if rewritten.is_empty() {
+                        Ok(())
+                    } else {
+                        req.headers.push(HeaderName::Contact, rewritten.join(", "))
+                    }
+                })
+        };
+        rewrite.map_err(|e| bad(req, &e))?;
+        self.pending.insert(
+            branch.to_owned(),
+            PendingRegister {
+                aor,
+                ids,
+                wildcard: false,
+                sent: now,
+            },
+        );
+        Ok(())
+    }
+
+    /// A message from Unified CM on connection `conn`.
+    pub fn ucm_message(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        msg: Message,
+        out: &mut Vec<CoreOutput>,
+    ) {
+        match msg {
+            Message::Response(resp) => self.ucm_response(now, resp, out),
+            Message::Request(req) => self.ucm_request(conn, req, out),
+        }
+    }
+
+    fn ucm_response(&mut self, now: Instant, mut resp: Response, out: &mut Vec<CoreOutput>) {
+        let Some(via) = pop_own_via(&mut resp, &self.host) else {
+            self.counters
+                .stray_responses
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let branch = via.branch().unwrap_or("").to_owned();
+        if resp.status >= 200 {
+            if let Some(pending) = self.pending.remove(&branch) {
+                if resp.is_success() {
+                    self.counters
+                        .registrations_accepted
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.confirm_register(now, &mut resp, pending);
+                } else {
+                    if matches!(resp.status, 401 | 407) {
+                        self.counters
+                            .challenges_relayed
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.drop_unconfirmed(&pending.ids);
+                }
+            }
+        }
+        if self.traversal_up {
+            out.push(CoreOutput::ToEdge(resp.to_bytes()));
+        }
+    }
+
+    /// Applies a 2xx to REGISTER: expiries from the returned Contacts, bindings the
+    /// registrar no longer lists removed, rewritten Contacts restored for the client.
+    fn confirm_register(&mut self, now: Instant, resp: &mut Response, pending: PendingRegister) {
+        if pending.wildcard {
+            let ids: Vec<u64> = self
+                .bindings
+                .values()
+                .filter(|b| b.aor == pending.aor)
+                .map(|b| b.id)
+                .collect();
+            for id in ids {
+                self.remove_binding(id);
+            }
+            return;
+        }
+        let header_expires = resp.headers.expires().ok().flatten();
+        let listed = match resp.headers.contacts() {
+            Ok(ContactList::Addresses(a)) => a,
+            _ => Vec::new(),
+        };
+        let mut seen = Vec::new();
+        let mut restored = Vec::new();
+        for c in listed {
+            let expires = c.expires().or(header_expires).unwrap_or(DEFAULT_EXPIRES);
+            let uri = c.uri.to_string();
+            let id = self.bindings.values().find_map(|b| {
+                let registered = NameAddr::parse(&b.registered_contact).ok()?;
+                (b.aor == pending.aor && registered.uri.to_string() == uri).then_some(b.id)
+            });
+            let Some(id) = id else {
+                restored.push(c.to_string());
+                continue;
+            };
+            seen.push(id);
+            let mut back = c.clone();
+            if let Some(b) = self.bindings.get_mut(&id) {
+                b.expires_at = Some(now + Duration::from_secs(u64::from(expires)));
+                if let Ok(original) = NameAddr::parse(&b.contact) {
+                    back.uri = original.uri;
+                }
+            }
+            if expires == 0 {
+                self.remove_binding(id);
+            }
+            restored.push(back.to_string());
+        }
+        for id in pending.ids {
+            if !seen.contains(&id) {
+                self.remove_binding(id);
+            }
+        }
+        if !self.path_headers {
+            resp.headers.remove_all(&HeaderName::Contact);
+            if !restored.is_empty() {
+                let _ = resp.headers.push(HeaderName::Contact, restored.join(", "));
+            }
+        }
+    }
+
+    fn ucm_request(&mut self, conn: ConnId, mut req: Request, out: &mut Vec<CoreOutput>) {
+        let reply = |out: &mut Vec<CoreOutput>, bytes| out.push(CoreOutput::ToUcm(conn, bytes));
+        let via = match check_request(&req, &self.counters) {
+            Ok(via) => via,
+            Err(bytes) => return reply(out, bytes),
+        };
+        if !self.traversal_up {
+            return reply(
+                out,
+                refuse(
+                    &self.counters.traversal_down_refused,
+                    &req,
+                    503,
+                    "Traversal zone to the edge is down",
+                    &[],
+                ),
+            );
+        }
+        if let Err(bytes) = hop(&mut req) {
+            return reply(out, bytes);
+        }
+        let is_own = |uri: &Uri| {
+            uri.as_sip().is_some_and(|s| {
+                s.host.to_string().eq_ignore_ascii_case(&self.host)
+                    && s.port.unwrap_or(5060) == self.port
+            })
+        };
+        let top_route_is_own = req
+            .headers
+            .routes()
+            .ok()
+            .and_then(|r| r.first().map(|r| is_own(&r.uri)))
+            .unwrap_or(false);
+        if top_route_is_own {
+            // Path mode: Unified CM routes through the core's Path, then the edge's.
+            let _ = req.headers.remove_first_value(&HeaderName::Route);
+        } else {
+            let binding = req.uri.as_sip().and_then(|s| {
+                if !is_own(&req.uri) {
+                    return None;
+                }
+                let id: u64 = s
+                    .user
+                    .as_deref()?
+                    .strip_prefix(BINDING_USER_PREFIX)?
+                    .parse()
+                    .ok()?;
+                self.bindings.get(&id).filter(|b| b.expires_at.is_some())
+            });
+            let Some(binding) = binding else {
+                return reply(
+                    out,
+                    refuse(
+                        &self.counters.inbound_unknown,
+                        &req,
+                        480,
+                        "Temporarily Unavailable (no binding)",
+                        &[],
+                    ),
+                );
+            };
+            let target = NameAddr::parse(&binding.contact).map(|n| n.uri);
+            let edge_path = binding.edge_path.clone();
+            match target {
+                Ok(uri) => req.uri = uri,
+                Err(_) => {
+                    return reply(
+                        out,
+                        local_response(&req, 500, "Stored contact unusable", &[]),
+                    );
+                }
+            }
+            if let Err(e) = req.headers.prepend(HeaderName::Route, edge_path) {
+                return reply(
+                    out,
+                    local_response(&req, 500, &reason_phrase("Server Error", &e), &[]),
+                );
+            }
+        }
+        let branch = derived_branch(&["core-in", &conn.to_string(), via.branch().unwrap_or("")]);
+        let mut own = self.own_via(&branch);
+        own.transport = "TLS".into();
+        own.params.set("ewc", Some(&conn.to_string()));
+        if let Err(e) = req.headers.prepend(HeaderName::Via, own.to_string()) {
+            return reply(out, bad_request(&req, &e));
+        }
+        self.counters
+            .inbound_requests
+            .fetch_add(1, Ordering::Relaxed);
+        out.push(CoreOutput::ToEdge(req.to_bytes()));
+    }
+}
