@@ -5,8 +5,11 @@
 //! (`scripts/setup` makes it); without it [`LibsrtpOracle::start`] fails the test under CI
 //! (`CI=true`) and otherwise returns `None` after printing what was not tested.
 //!
+//! [`peers`] starts real peers (ucm-sim, sipp, kamailio, baresip) and talks to them.
+//!
 //! [`pki::TestPki`] is a throwaway CA that issues PEM certificates with chosen SANs and EKUs.
 
+pub mod peers;
 pub mod pki;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,0 +1,511 @@
+//! The IO layer: TCP and TLS listeners, one task per connection framing SIP with
+//! `StreamFramer` and handing requests to the shared `Registrar`, and the admin API.
+//!
+//! Per connection the task holds the stream (and rustls state), a framer, a 2 KiB read
+//! buffer and a small channel through which the admin API's `send` writes requests down
+//! that same connection. A connection whose bytes cannot be framed (malformed or
+//! oversized message) gets a best-effort 400/513 and is closed: the stream cannot be
+//! resynchronised. Nothing a connection sends can affect another one.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use edgeway_sip::{Frame, FramerError, Message, ParseLimits, StreamFramer};
+use edgeway_ucm_sim::registrar::refusal_for_unparsed;
+use edgeway_ucm_sim::{ConnectionId, Origin, Registrar, Settings, Transport};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
+
+/// Read buffer per connection: a REGISTER is well under 2 KiB; larger ones take two reads.
+const READ_BUF: usize = 2048;
+/// A TLS client that has not finished its handshake by then is dropped (slow clients).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default wait for the final response to an admin `send` (RFC 3261 Timer F is 32 s).
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counters of the IO layer (the registrar keeps its own).
+#[derive(Debug, Default)]
+struct IoCounters {
+    connections_accepted: AtomicU64,
+    connections_open: AtomicU64,
+    accept_errors: AtomicU64,
+    tls_handshake_failures: AtomicU64,
+    framing_errors: AtomicU64,
+    oversized: AtomicU64,
+    keepalives: AtomicU64,
+    sent: AtomicU64,
+    send_failures: AtomicU64,
+    stray_responses: AtomicU64,
+}
+
+impl IoCounters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn to_json(&self, into: &mut serde_json::Map<String, Value>) {
+        let all = [
+            ("connections_accepted", &self.connections_accepted),
+            ("connections_open", &self.connections_open),
+            ("accept_errors", &self.accept_errors),
+            ("tls_handshake_failures", &self.tls_handshake_failures),
+            ("framing_errors", &self.framing_errors),
+            ("oversized", &self.oversized),
+            ("keepalives", &self.keepalives),
+            ("sent", &self.sent),
+            ("send_failures", &self.send_failures),
+            ("stray_responses", &self.stray_responses),
+        ];
+        for (name, c) in all {
+            into.insert(name.to_owned(), json!(c.load(Ordering::Relaxed)));
+        }
+    }
+}
+
+/// What the admin API needs to write on a connection.
+#[derive(Debug)]
+struct ConnectionHandle {
+    tx: mpsc::Sender<Vec<u8>>,
+    local: SocketAddr,
+}
+
+/// A final response to an admin `send`: status and reason.
+type FinalResponse = (u16, String);
+
+#[derive(Debug)]
+struct Shared {
+    registrar: Mutex<Registrar>,
+    connections: Mutex<HashMap<ConnectionId, ConnectionHandle>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<FinalResponse>>>,
+    limits: ParseLimits,
+    io: IoCounters,
+    next_connection: AtomicU64,
+}
+
+/// Locks, taking over a mutex poisoned by a panicked task (the state stays consistent:
+/// every critical section is a single registrar call).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Binds every listener, writes the ready file and serves until SIGINT/SIGTERM.
+pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
+    let config = settings.registrar_config()?;
+    let users = settings.user_directory()?;
+    let limits = ParseLimits {
+        max_message_size: settings.max_message_size.unwrap_or(64 * 1024),
+        ..ParseLimits::default()
+    };
+    if settings.sip_tcp.is_none() && settings.sip_tls.is_none() {
+        bail!("nothing to listen on: give --sip-tcp ADDR and/or --sip-tls ADDR");
+    }
+    let tls = match &settings.sip_tls {
+        Some(_) => Some(tls_acceptor(
+            settings.cert.as_deref(),
+            settings.key.as_deref(),
+        )?),
+        None => None,
+    };
+    let user_count = users.len();
+    let shared = Arc::new(Shared {
+        registrar: Mutex::new(Registrar::new(
+            config,
+            users,
+            rand::random(),
+            Instant::now(),
+        )),
+        connections: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::new()),
+        limits,
+        io: IoCounters::default(),
+        next_connection: AtomicU64::new(1),
+    });
+
+    let tcp_listener = bind(settings.sip_tcp.as_deref(), "--sip-tcp").await?;
+    let tls_listener = bind(settings.sip_tls.as_deref(), "--sip-tls").await?;
+    let admin_addr = settings.admin.as_deref().unwrap_or("127.0.0.1:0");
+    let admin = bind(Some(admin_addr), "--admin")
+        .await?
+        .context("admin listener")?;
+    let admin_local = admin.local_addr()?;
+    if !admin_local.ip().is_loopback() {
+        bail!(
+            "--admin {admin_local} is not a loopback address: the admin API has no authentication"
+        );
+    }
+    let addr = |l: &Option<TcpListener>| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.to_string())
+    };
+    let ready = json!({
+        "sip_tcp": addr(&tcp_listener),
+        "sip_tls": addr(&tls_listener),
+        "admin": admin_local.to_string(),
+        "pid": std::process::id(),
+    });
+    eprintln!("ucm-sim: {user_count} users, listening {ready}");
+    if let Some(path) = &settings.ready_file {
+        write_ready_file(path, &ready)?;
+    }
+
+    if let Some(l) = tcp_listener {
+        tokio::spawn(accept_loop(shared.clone(), l, None));
+    }
+    if let (Some(l), Some(acceptor)) = (tls_listener, tls) {
+        tokio::spawn(accept_loop(shared.clone(), l, Some(acceptor)));
+    }
+    tokio::spawn(admin_loop(shared.clone(), admin));
+    tokio::spawn(expiry_loop(shared.clone()));
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn bind(addr: Option<&str>, flag: &str) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        None => Ok(None),
+        Some(a) => TcpListener::bind(a)
+            .await
+            .map(Some)
+            .with_context(|| format!("{flag} {a}: cannot listen")),
+    }
+}
+
+/// Writes the ready line to a temporary file and renames it, so a reader never sees half.
+fn write_ready_file(path: &Path, ready: &Value) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{ready}\n"))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("--ready-file {}: cannot write", path.display()))
+}
+
+fn tls_acceptor(cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<TlsAcceptor> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        bail!("--sip-tls needs --cert PEM and --key PEM");
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .with_context(|| {
+            format!(
+                "--cert {}: cannot read a PEM certificate chain",
+                cert.display()
+            )
+        })?;
+    if certs.is_empty() {
+        bail!("--cert {}: no certificate in the file", cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("--key {}: cannot read a PEM private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("--cert/--key: the key does not match the certificate or is unsupported")?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<TlsAcceptor>) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning; the listener stays.
+                IoCounters::bump(&shared.io.accept_errors);
+                eprintln!("ucm-sim: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        IoCounters::bump(&shared.io.connections_accepted);
+        let _ = tcp.set_nodelay(true);
+        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        let shared = shared.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let Ok(local) = tcp.local_addr() else {
+                return;
+            };
+            match tls {
+                None => {
+                    let origin = Origin {
+                        connection: id,
+                        transport: Transport::Tcp,
+                        peer,
+                    };
+                    serve_connection(shared, tcp, origin, local).await;
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => s,
+                            _ => {
+                                IoCounters::bump(&shared.io.tls_handshake_failures);
+                                return;
+                            }
+                        };
+                    let origin = Origin {
+                        connection: id,
+                        transport: Transport::Tls,
+                        peer,
+                    };
+                    serve_connection(shared, stream, origin, local).await;
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<S>(shared: Arc<Shared>, mut stream: S, origin: Origin, local: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+    lock(&shared.connections).insert(origin.connection, ConnectionHandle { tx, local });
+    shared.io.connections_open.fetch_add(1, Ordering::Relaxed);
+    let mut framer = StreamFramer::new(shared.limits);
+    let mut buf = vec![0u8; READ_BUF];
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            read = stream.read(&mut buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let fed = framer.handle_data(&buf[..n]);
+                handle_frames(&shared, &mut framer, &origin, &mut out);
+                if let Err(e) = fed {
+                    refuse_unframed(&shared, &e, &buf[..n], &mut out);
+                    let _ = stream.write_all(&out).await;
+                    break;
+                }
+                if !out.is_empty() {
+                    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
+                        break;
+                    }
+                    out.clear();
+                    if out.capacity() > READ_BUF * 4 {
+                        out = Vec::new(); // don't keep a large response's buffer per connection
+                    }
+                }
+            }
+            Some(msg) = rx.recv() => {
+                if stream.write_all(&msg).await.is_err() || stream.flush().await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    lock(&shared.connections).remove(&origin.connection);
+    shared.io.connections_open.fetch_sub(1, Ordering::Relaxed);
+    let _ = stream.shutdown().await;
+}
+
+/// Answers every complete frame: requests go to the registrar, final responses to the
+/// admin `send` waiting for them, pings get a pong.
+fn handle_frames(shared: &Shared, framer: &mut StreamFramer, origin: &Origin, out: &mut Vec<u8>) {
+    while let Some(frame) = framer.poll_frame() {
+        match frame {
+            Frame::Message(Message::Request(req)) => {
+                let response = lock(&shared.registrar).handle_request(Instant::now(), &req, origin);
+                if let Some(r) = response {
+                    r.write_to(out);
+                }
+            }
+            Frame::Message(Message::Response(resp)) => {
+                if resp.status < 200 {
+                    continue;
+                }
+                let branch = resp
+                    .headers
+                    .top_via()
+                    .ok()
+                    .and_then(|v| v.branch().map(str::to_owned));
+                let waiter = branch.and_then(|b| lock(&shared.pending).remove(&b));
+                match waiter {
+                    Some(w) => {
+                        let _ = w.send((resp.status, resp.reason));
+                    }
+                    None => IoCounters::bump(&shared.io.stray_responses),
+                }
+            }
+            Frame::Ping => {
+                IoCounters::bump(&shared.io.keepalives);
+                out.extend_from_slice(b"\r\n");
+            }
+            Frame::Pong => {}
+        }
+    }
+}
+
+/// Counts a framing failure and writes a best-effort 400/513 for it into `out`.
+fn refuse_unframed(shared: &Shared, e: &FramerError, chunk: &[u8], out: &mut Vec<u8>) {
+    let status = match e {
+        FramerError::TooLarge { .. } | FramerError::HeaderTooLarge { .. } => {
+            IoCounters::bump(&shared.io.oversized);
+            513
+        }
+        FramerError::Message(pe) => {
+            IoCounters::bump(&shared.io.framing_errors);
+            pe.status_code()
+        }
+        _ => {
+            IoCounters::bump(&shared.io.framing_errors);
+            400
+        }
+    };
+    if let Some(bytes) = refusal_for_unparsed(chunk, status, &e.to_string()) {
+        out.extend_from_slice(&bytes);
+    }
+}
+
+async fn expiry_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        lock(&shared.registrar).expire(Instant::now());
+    }
+}
+
+async fn admin_loop(shared: Arc<Shared>, listener: TcpListener) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        tokio::spawn(admin_session(shared.clone(), stream));
+    }
+}
+
+async fn admin_session(shared: Arc<Shared>, stream: TcpStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let reply = match serde_json::from_str::<Value>(&line) {
+            Ok(cmd) => admin_command(&shared, &cmd).await,
+            Err(e) => Err(format!("not a JSON object: {e}")),
+        };
+        let reply = match reply {
+            Ok(Value::Object(mut m)) => {
+                m.insert("ok".to_owned(), json!(true));
+                Value::Object(m)
+            }
+            Ok(other) => json!({"ok": true, "result": other}),
+            Err(e) => json!({"ok": false, "error": e}),
+        };
+        if write
+            .write_all(format!("{reply}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+}
+
+async fn admin_command(shared: &Shared, cmd: &Value) -> Result<Value, String> {
+    let field = |name: &str| cmd.get(name).and_then(Value::as_str);
+    match field("cmd") {
+        Some("bindings") => {
+            let list = lock(&shared.registrar).bindings(Instant::now());
+            Ok(json!({ "bindings": list }))
+        }
+        Some("counters") => {
+            let mut counters = match serde_json::to_value(lock(&shared.registrar).counters()) {
+                Ok(Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            };
+            shared.io.to_json(&mut counters);
+            Ok(json!({ "counters": counters }))
+        }
+        Some("send") => {
+            let (Some(method), Some(to)) = (field("method"), field("to")) else {
+                return Err("send needs \"method\" and \"to\"".to_owned());
+            };
+            let timeout = cmd
+                .get("timeout_ms")
+                .and_then(Value::as_u64)
+                .map(Duration::from_millis)
+                .unwrap_or(SEND_TIMEOUT);
+            send(shared, method, to, field("body"), timeout).await
+        }
+        Some(other) => Err(format!("unknown cmd {other:?} (bindings, counters, send)")),
+        None => Err("missing \"cmd\"".to_owned()),
+    }
+}
+
+/// The admin `send`: builds the request, writes it down the user's connection and waits
+/// for the final response.
+async fn send(
+    shared: &Shared,
+    method: &str,
+    to: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<Value, String> {
+    let result = async {
+        let (outbound, tx) = {
+            let mut registrar = lock(&shared.registrar);
+            let mut tx = None;
+            let outbound = registrar
+                .outbound_request(Instant::now(), method, to, body, |id| {
+                    let conns = lock(&shared.connections);
+                    let handle = conns.get(&id)?;
+                    tx = Some(handle.tx.clone());
+                    Some(handle.local)
+                })
+                .map_err(|e| e.to_string())?;
+            (outbound, tx.ok_or("connection closed")?)
+        };
+        let (done, wait) = oneshot::channel();
+        lock(&shared.pending).insert(outbound.branch.clone(), done);
+        let sent = tx.send(outbound.request.to_bytes()).await;
+        if sent.is_err() {
+            lock(&shared.pending).remove(&outbound.branch);
+            return Err(format!("connection {} closed", outbound.connection));
+        }
+        IoCounters::bump(&shared.io.sent);
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok((status, reason))) => Ok(json!({
+                "status": status,
+                "reason": reason,
+                "connection": outbound.connection,
+            })),
+            _ => {
+                lock(&shared.pending).remove(&outbound.branch);
+                Err(format!(
+                    "no final response within {} ms on connection {}",
+                    timeout.as_millis(),
+                    outbound.connection
+                ))
+            }
+        }
+    }
+    .await;
+    if result.is_err() {
+        IoCounters::bump(&shared.io.send_failures);
+    }
+    result
+}

@@ -1,0 +1,589 @@
+//! Real peers for integration tests: ucm-sim (edgeway's Unified CM stand-in), sipp, kamailio
+//! and baresip, each started by the test and stopped when its handle drops.
+//!
+//! Every peer is looked up with [`require_peer`] first: under `CI=true` a missing peer fails
+//! the test; elsewhere the test skips, printing what was not tested. The usual shape:
+//!
+//! ```no_run
+//! use edgeway_testkit::peers::{require_peer, Sipp, SippTransport, UcmSim, UcmSimOptions};
+//! let Some(sipp) = require_peer("sipp", "REGISTER over TLS") else { return };
+//! let ucm = UcmSim::spawn("target/debug/ucm-sim".as_ref(), &UcmSimOptions::tcp_with_users(
+//!     "[[user]]\nname=\"alice\"\npassword=\"pw\"\nnumber=\"1001\"\nsecurity_profile=\"secure\"\n",
+//! ));
+//! let run = Sipp::new(&sipp, "tests/peers/sipp/register.xml".as_ref())
+//!     .remote(ucm.sip_tcp.expect("tcp listener"))
+//!     .transport(SippTransport::Tcp)
+//!     .users_csv("SEQUENTIAL\nalice;pw;example.com\n")
+//!     .calls(1)
+//!     .run();
+//! assert!(run.all_succeeded(), "{run}");
+//! ```
+//!
+//! All peers listen on 127.0.0.1 with port 0 (or a port picked free by the OS just before
+//! start, for peers that cannot report theirs), so tests run in parallel.
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The path of peer program `name` on PATH (or in /usr/sbin, where kamailio lives), or
+/// `None` after printing that `what` was not tested.
+///
+/// # Panics
+/// Under `CI=true` when the program is missing: CI must run every real-peer test.
+pub fn require_peer(name: &str, what: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/usr/local/sbin".into()])
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let msg = format!(
+            "{what} NOT TESTED: peer {name:?} is not installed (scripts/setup installs it)"
+        );
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("{msg}");
+    }
+    found
+}
+
+/// A scratch directory under the system temp dir, removed on drop.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+}
+
+impl ScratchDir {
+    /// A new empty directory whose name starts with `label`.
+    pub fn new(label: &str) -> ScratchDir {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "edgeway-{label}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create a scratch directory");
+        ScratchDir { path }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `contents` to `name` inside it and returns the file's path.
+    pub fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::write(&p, contents).expect("write a scratch file");
+        p
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A loopback port that was free a moment ago (for peers that cannot bind port 0 and
+/// report it). Another process may take it before the peer binds: callers retry on failure.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral loopback port")
+}
+
+/// Collects a child's output on a thread so it never blocks on a full pipe.
+#[derive(Debug, Clone, Default)]
+pub struct OutputLog(Arc<Mutex<String>>);
+
+impl OutputLog {
+    fn follow(&self, pipe: impl Read + Send + 'static) {
+        let log = self.0.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+    }
+
+    /// Everything read so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until `pred` holds for the text read so far, up to `timeout`.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if pred(&self.text()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        pred(&self.text())
+    }
+}
+
+fn spawn_logged(cmd: &mut Command) -> (Child, OutputLog) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+    let log = OutputLog::default();
+    if let Some(out) = child.stdout.take() {
+        log.follow(out);
+    }
+    if let Some(err) = child.stderr.take() {
+        log.follow(err);
+    }
+    (child, log)
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+// ---------------------------------------------------------------------------------------
+// ucm-sim
+
+/// How to start ucm-sim; [`UcmSimOptions::tcp_with_users`] is the common case.
+#[derive(Debug, Clone, Default)]
+pub struct UcmSimOptions {
+    /// Listen for SIP over TCP (on 127.0.0.1:0).
+    pub tcp: bool,
+    /// Listen for SIP over TLS (on 127.0.0.1:0) with this certificate chain and key (PEM).
+    pub tls: Option<(String, String)>,
+    /// Users file contents (TOML `[[user]]` tables).
+    pub users_toml: Option<String>,
+    /// Generate this many users `user0001`.. with this password prefix.
+    pub generate_users: Option<(usize, String)>,
+    /// Registration domains served (`--domain`); empty serves any.
+    pub domains: Vec<String>,
+    /// Further command-line arguments.
+    pub extra_args: Vec<String>,
+}
+
+impl UcmSimOptions {
+    /// TCP only, the given users file, domain `example.com`.
+    pub fn tcp_with_users(users_toml: &str) -> UcmSimOptions {
+        UcmSimOptions {
+            tcp: true,
+            users_toml: Some(users_toml.to_owned()),
+            domains: vec!["example.com".to_owned()],
+            ..UcmSimOptions::default()
+        }
+    }
+
+    /// Also listen on TLS with this certificate chain and key (PEM text).
+    pub fn with_tls(mut self, cert_pem: &str, key_pem: &str) -> UcmSimOptions {
+        self.tls = Some((cert_pem.to_owned(), key_pem.to_owned()));
+        self
+    }
+}
+
+/// A running ucm-sim, killed on drop, with its bound addresses and an admin client.
+#[derive(Debug)]
+pub struct UcmSim {
+    child: Child,
+    log: OutputLog,
+    _dir: ScratchDir,
+    /// SIP over TCP, when enabled.
+    pub sip_tcp: Option<SocketAddr>,
+    /// SIP over TLS, when enabled.
+    pub sip_tls: Option<SocketAddr>,
+    /// The admin API (JSON lines over TCP).
+    pub admin: SocketAddr,
+}
+
+impl UcmSim {
+    /// Starts `binary` (in its own tests: `env!("CARGO_BIN_EXE_ucm-sim")`; elsewhere the
+    /// workspace's `target/<profile>/ucm-sim`) and waits for its ready file.
+    ///
+    /// # Panics
+    /// When it does not start or does not become ready within 10 s (its output is shown).
+    pub fn spawn(binary: &Path, opts: &UcmSimOptions) -> UcmSim {
+        let dir = ScratchDir::new("ucm-sim");
+        let ready = dir.path().join("ready.json");
+        let mut cmd = Command::new(binary);
+        cmd.arg("--ready-file").arg(&ready);
+        if opts.tcp {
+            cmd.args(["--sip-tcp", "127.0.0.1:0"]);
+        }
+        if let Some((cert, key)) = &opts.tls {
+            let cert = dir.write("cert.pem", cert);
+            let key = dir.write("key.pem", key);
+            cmd.args(["--sip-tls", "127.0.0.1:0", "--cert"])
+                .arg(cert)
+                .arg("--key")
+                .arg(key);
+        }
+        if let Some(users) = &opts.users_toml {
+            cmd.arg("--users").arg(dir.write("users.toml", users));
+        }
+        if let Some((n, prefix)) = &opts.generate_users {
+            cmd.args([
+                "--generate-users",
+                &n.to_string(),
+                "--password-prefix",
+                prefix,
+            ]);
+        }
+        for d in &opts.domains {
+            cmd.args(["--domain", d]);
+        }
+        cmd.args(&opts.extra_args);
+        let (mut child, log) = spawn_logged(&mut cmd);
+        let end = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                break text;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("ucm-sim exited ({status}) before ready:\n{}", log.text());
+            }
+            if Instant::now() > end {
+                kill(&mut child);
+                panic!("ucm-sim not ready within 10 s:\n{}", log.text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let v: Value = serde_json::from_str(&line).expect("ready file is JSON");
+        let addr = |k: &str| {
+            v[k].as_str()
+                .map(|s| s.parse().expect("ready file address"))
+        };
+        UcmSim {
+            sip_tcp: addr("sip_tcp"),
+            sip_tls: addr("sip_tls"),
+            admin: addr("admin").expect("admin address in the ready file"),
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Sends one admin command and returns the reply object.
+    pub fn admin(&self, cmd: &Value) -> Value {
+        let mut s = TcpStream::connect(self.admin).expect("connect to ucm-sim's admin API");
+        s.set_read_timeout(Some(Duration::from_secs(60)))
+            .expect("timeout");
+        writeln!(s, "{cmd}").expect("write an admin command");
+        let mut line = String::new();
+        BufReader::new(s)
+            .read_line(&mut line)
+            .expect("read an admin reply");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("admin reply {line:?}: {e}"))
+    }
+
+    /// The live bindings (`{"user","number","aor","contact","path","expires","connection",
+    /// "transport","peer"}` objects).
+    pub fn bindings(&self) -> Vec<Value> {
+        let r = self.admin(&json!({"cmd": "bindings"}));
+        r["bindings"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// All counters.
+    pub fn counters(&self) -> Value {
+        self.admin(&json!({"cmd": "counters"}))["counters"].clone()
+    }
+
+    /// One counter (0 when absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.counters()[name].as_u64().unwrap_or(0)
+    }
+
+    /// Sends `method` (OPTIONS or MESSAGE) to `user`'s registered contact; the final
+    /// status, or the error ucm-sim reported.
+    pub fn send(&self, method: &str, user: &str) -> Result<u16, String> {
+        let r = self.admin(&json!({"cmd": "send", "method": method, "to": user}));
+        match r["ok"].as_bool() {
+            Some(true) => r["status"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .ok_or_else(|| format!("reply without status: {r}")),
+            _ => Err(r["error"].as_str().unwrap_or("no error text").to_owned()),
+        }
+    }
+
+    /// Its output so far.
+    pub fn output(&self) -> String {
+        self.log.text()
+    }
+
+    /// Its process id (for memory measurements).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for UcmSim {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// sipp
+
+/// sipp's transport modes (`-t`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SippTransport {
+    /// `-t t1`: TCP, one socket for all calls.
+    Tcp,
+    /// `-t tn`: TCP, one socket per call.
+    TcpPerCall,
+    /// `-t l1`: TLS, one socket for all calls.
+    Tls,
+    /// `-t ln`: TLS, one socket per call.
+    TlsPerCall,
+}
+
+impl SippTransport {
+    fn flag(self) -> &'static str {
+        match self {
+            SippTransport::Tcp => "t1",
+            SippTransport::TcpPerCall => "tn",
+            SippTransport::Tls => "l1",
+            SippTransport::TlsPerCall => "ln",
+        }
+    }
+
+    fn is_tls(self) -> bool {
+        matches!(self, SippTransport::Tls | SippTransport::TlsPerCall)
+    }
+}
+
+/// A sipp run being prepared; [`Sipp::run`] starts it and waits for it to exit.
+#[derive(Debug)]
+pub struct Sipp {
+    binary: PathBuf,
+    scenario: PathBuf,
+    remote: Option<SocketAddr>,
+    transport: SippTransport,
+    csv: Option<String>,
+    calls: u32,
+    rate: Option<u32>,
+    limit: Option<u32>,
+    timeout: Duration,
+    args: Vec<String>,
+}
+
+/// How a sipp run ended.
+#[derive(Debug)]
+pub struct SippOutcome {
+    /// sipp's exit status: 0 when every call succeeded, 1 when some failed.
+    pub status: ExitStatus,
+    /// Successful calls (the statistics file's `SuccessfulCall(C)`).
+    pub successful: u64,
+    /// Failed calls (`FailedCall(C)`).
+    pub failed: u64,
+    /// stdout and stderr.
+    pub output: String,
+    /// The error log (`-trace_err`): unexpected messages.
+    pub errors: String,
+    /// The message log (`-trace_msg`): everything sent and received.
+    pub messages: String,
+}
+
+impl SippOutcome {
+    /// Exit status 0 and at least one successful call.
+    pub fn all_succeeded(&self) -> bool {
+        self.status.success() && self.successful > 0 && self.failed == 0
+    }
+}
+
+impl fmt::Display for SippOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tail = |s: &str, n: usize| s[s.len().saturating_sub(n)..].to_owned();
+        write!(
+            f,
+            "sipp {}: {} successful, {} failed\n--- output ---\n{}\n--- errors ---\n{}\n--- messages (tail) ---\n{}",
+            self.status,
+            self.successful,
+            self.failed,
+            tail(&self.output, 4000),
+            tail(&self.errors, 4000),
+            tail(&self.messages, 6000)
+        )
+    }
+}
+
+impl Sipp {
+    /// A run of `scenario` (an XML file) with sipp at `binary` (from [`require_peer`]).
+    pub fn new(binary: &Path, scenario: &Path) -> Sipp {
+        Sipp {
+            binary: binary.to_owned(),
+            scenario: scenario.to_owned(),
+            remote: None,
+            transport: SippTransport::Tcp,
+            csv: None,
+            calls: 1,
+            rate: None,
+            limit: None,
+            timeout: Duration::from_secs(30),
+            args: Vec::new(),
+        }
+    }
+
+    /// The remote host (the registrar under test).
+    pub fn remote(mut self, addr: SocketAddr) -> Sipp {
+        self.remote = Some(addr);
+        self
+    }
+
+    /// The transport (default TCP). TLS runs get a throwaway client certificate (sipp
+    /// loads one even as a client) and do not verify the server's.
+    pub fn transport(mut self, t: SippTransport) -> Sipp {
+        self.transport = t;
+        self
+    }
+
+    /// `-inf` contents: a `SEQUENTIAL`/`RANDOM` line, then `field0;field1;..` per call.
+    pub fn users_csv(mut self, csv: &str) -> Sipp {
+        self.csv = Some(csv.to_owned());
+        self
+    }
+
+    /// Total calls (`-m`, default 1).
+    pub fn calls(mut self, n: u32) -> Sipp {
+        self.calls = n;
+        self
+    }
+
+    /// Calls per second (`-r`).
+    pub fn rate(mut self, r: u32) -> Sipp {
+        self.rate = Some(r);
+        self
+    }
+
+    /// Simultaneous calls (`-l`).
+    pub fn limit(mut self, l: u32) -> Sipp {
+        self.limit = Some(l);
+        self
+    }
+
+    /// Global timeout (default 30 s); reaching it fails the run.
+    pub fn timeout(mut self, t: Duration) -> Sipp {
+        self.timeout = t;
+        self
+    }
+
+    /// A further argument.
+    pub fn arg(mut self, a: impl Into<String>) -> Sipp {
+        self.args.push(a.into());
+        self
+    }
+
+    /// Runs sipp to completion.
+    ///
+    /// # Panics
+    /// When no remote was set or sipp cannot start.
+    pub fn run(self) -> SippOutcome {
+        let dir = ScratchDir::new("sipp");
+        let remote = self.remote.expect("Sipp::remote not set");
+        let stats = dir.path().join("stats.csv");
+        let errors = dir.path().join("errors.log");
+        let messages = dir.path().join("messages.log");
+        let mut cmd = Command::new(&self.binary);
+        cmd.current_dir(dir.path())
+            .arg(remote.to_string())
+            .arg("-sf")
+            .arg(&self.scenario)
+            .args(["-t", self.transport.flag(), "-i", "127.0.0.1", "-p", "0"])
+            .args(["-m", &self.calls.to_string()])
+            .args(["-nostdin", "-timeout_error"])
+            .arg("-timeout")
+            .arg(format!("{}s", self.timeout.as_secs().max(1)))
+            .args(["-trace_stat", "-stf"])
+            .arg(&stats)
+            .args(["-trace_err", "-error_file"])
+            .arg(&errors)
+            .args(["-trace_msg", "-message_file"])
+            .arg(&messages);
+        if let Some(csv) = &self.csv {
+            cmd.arg("-inf").arg(dir.write("users.csv", csv));
+        }
+        if let Some(r) = self.rate {
+            cmd.args(["-r", &r.to_string()]);
+        }
+        if let Some(l) = self.limit {
+            cmd.args(["-l", &l.to_string()]);
+        }
+        if self.transport.is_tls() {
+            let (cert, key) = throwaway_client_cert(&dir);
+            cmd.arg("-tls_cert").arg(cert).arg("-tls_key").arg(key);
+        }
+        cmd.args(&self.args);
+        let (mut child, log) = spawn_logged(&mut cmd);
+        let end = Instant::now() + self.timeout + Duration::from_secs(10);
+        let status = loop {
+            if let Ok(Some(s)) = child.try_wait() {
+                break s;
+            }
+            if Instant::now() > end {
+                kill(&mut child);
+                panic!("sipp did not exit:\n{}", log.text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // The reader threads may still be draining the pipes.
+        std::thread::sleep(Duration::from_millis(50));
+        let (successful, failed) =
+            sipp_call_counts(&std::fs::read_to_string(&stats).unwrap_or_default());
+        SippOutcome {
+            status,
+            successful,
+            failed,
+            output: log.text(),
+            errors: std::fs::read_to_string(&errors).unwrap_or_default(),
+            messages: std::fs::read_to_string(&messages).unwrap_or_default(),
+        }
+    }
+}
+
+/// `SuccessfulCall(C)` and `FailedCall(C)` from the last row of a `-trace_stat` file.
+fn sipp_call_counts(csv: &str) -> (u64, u64) {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let Some(header) = lines.next() else {
+        return (0, 0);
+    };
+    let Some(last) = lines.next_back() else {
+        return (0, 0);
+    };
+    let cols: Vec<&str> = header.split(';').collect();
+    let vals: Vec<&str> = last.split(';').collect();
+    let get = |name: &str| {
+        cols.iter()
+            .position(|c| *c == name)
+            .and_then(|i| vals.get(i))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (get("SuccessfulCall(C)"), get("FailedCall(C)"))
+}
+
+/// A certificate and key for a client that must present one (sipp loads `-tls_cert` and
+/// `-tls_key` even as a client); nobody verifies it.
+fn throwaway_client_cert(dir: &ScratchDir) -> (PathBuf, PathBuf) {
+    let pki = crate::pki::TestPki::new(dir.path().join("pki")).expect("make a test CA");
+    let c = pki
+        .issue("sipp-client", &["127.0.0.1"], crate::pki::Eku::ClientAuth)
+        .expect("issue a client certificate");
+    (c.cert_path, c.key_path)
+}
