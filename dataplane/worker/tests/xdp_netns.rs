@@ -88,36 +88,8 @@ impl Topology {
         t
     }
 
-    fn path(&self, n: &str) -> PathBuf {
-        PathBuf::from("/run/netns").join(n)
-    }
-
-    /// A UDP socket bound to `addr` inside namespace `n`.
     fn socket(&self, n: &str, addr: SocketAddrV4) -> UdpSocket {
-        let n = self.path(n);
-        std::thread::spawn(move || {
-            edgeway_xdp::enter_network_namespace(&n).unwrap();
-            let s = UdpSocket::bind(addr).unwrap();
-            s.set_read_timeout(Some(Duration::from_millis(500)))
-                .unwrap();
-            s
-        })
-        .join()
-        .unwrap()
-    }
-
-    /// The edge's `Udp: NoPorts` (datagrams that found no socket).
-    fn edge_udp_no_ports(&self) -> u64 {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.edge, "cat", "/proc/net/snmp"])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
-        let names: Vec<&str> = udp.next().unwrap().split_whitespace().collect();
-        let values: Vec<&str> = udp.next().unwrap().split_whitespace().collect();
-        let i = names.iter().position(|n| *n == "NoPorts").unwrap();
-        values[i].parse().unwrap()
+        socket_in(n, addr)
     }
 }
 
@@ -130,55 +102,15 @@ impl Drop for Topology {
     }
 }
 
-/// Sends `n` RTP packets 1 ms apart and returns how many arrived (read as they come, so the
-/// receiver's socket buffer is never what loses them).
-fn stream(from: &UdpSocket, to: SocketAddrV4, rx: &UdpSocket, ssrc: u32, n: u16) -> usize {
-    let rx = rx.try_clone().unwrap();
-    rx.set_read_timeout(Some(Duration::from_millis(300)))
-        .unwrap();
-    let counter = std::thread::spawn(move || {
-        let mut got = 0;
-        let mut buf = [0u8; 2048];
-        while let Ok((len, _)) = rx.recv_from(&mut buf) {
-            if len >= 12 && u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) == ssrc {
-                got += 1;
-                if got == n as usize {
-                    break;
-                }
-            }
-        }
-        got
-    });
-    for seq in 0..n {
-        from.send_to(&rtp(ssrc, seq, 160 * seq as u32), to).unwrap();
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    counter.join().unwrap()
-}
-
 #[test]
 fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
     if !root_or_skip("XDP end-to-end across namespaces") {
         return;
     }
     let topo = Topology::new();
-    let nsenter = format!("--net=/run/netns/{}", topo.edge);
     let pins = topo.pins.join("edge");
-    let pins_arg = pins.display().to_string();
-    let mut dp = Dataplane::start_in(
-        &["nsenter", &nsenter],
-        "edge",
-        &[
-            "--bind",
-            "0.0.0.0",
-            "--xdp",
-            "e0=198.51.100.1,e1=10.9.0.1",
-            "--xdp-generic",
-            "--xdp-pin-dir",
-            &pins_arg,
-        ],
-        &TableOptions::default(),
-    );
+    let mut dp =
+        Dataplane::start_with_xdp(&topo.edge, "edge", "e0=198.51.100.1,e1=10.9.0.1", &pins);
 
     // One call leg: the client's port 40000 <-> the core's media port via demux 2776.
     let client_port = 40000;
@@ -234,23 +166,11 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
     assert!(relayed >= 200, "the kernel relayed the call: {relayed}");
 
     // A scan of the whole media range and the demux port beside the call.
-    let no_ports = topo.edge_udp_no_ports();
+    let no_ports = udp_no_ports(&topo.edge);
     let worker_no_flow = dp.node_drops(DropReason::NoFlow);
     let xdp_no_flow = xdp.counters().unwrap().drops[DropReason::NoFlow.index()];
     let scanner = topo.socket(&topo.client, SocketAddrV4::new(CLIENT, 6000));
-    let scan = std::thread::spawn(move || {
-        let mut sent = 0u64;
-        for port in (36000..=59999u16).chain([2776, 2777]) {
-            scanner
-                .send_to(b"scan", SocketAddrV4::new(EDGE_OUT, port))
-                .unwrap();
-            sent += 1;
-            if sent.is_multiple_of(200) {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-        sent
-    });
+    let scan = scan_media_range(scanner, EDGE_OUT, &[2776, 2777]);
     let during = stream(&client, edge_client_side, &core, 5, 500);
     let sent = scan.join().unwrap();
     assert_eq!(during, 500, "the call lost packets during the scan");
@@ -261,16 +181,7 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
         sent - 1,
         "every scan packet for no flow dropped in XDP"
     );
-    assert_eq!(
-        topo.edge_udp_no_ports(),
-        no_ports,
-        "a scan packet reached the stack"
-    );
-    assert_eq!(
-        dp.node_drops(DropReason::NoFlow),
-        worker_no_flow,
-        "a scan packet reached a worker"
-    );
+    assert_scan_reached_no_socket(&topo.edge, &dp, no_ports, worker_no_flow);
     let c = xdp
         .flow_counters(FlowKey::port(client_port))
         .unwrap()

@@ -318,3 +318,122 @@ pub fn send_until_forwarded_from(
     }
     panic!("nothing forwarded to {:?} within 5 s", to.local_addr());
 }
+
+/// A UDP socket bound to `addr` inside network namespace `netns` (`/run/netns/<netns>`), with
+/// a 500 ms receive timeout; the socket stays in that namespace wherever it is used.
+pub fn socket_in(netns: &str, addr: SocketAddrV4) -> UdpSocket {
+    let path = PathBuf::from("/run/netns").join(netns);
+    std::thread::spawn(move || {
+        edgeway_xdp::enter_network_namespace(&path).unwrap();
+        let s = UdpSocket::bind(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        s
+    })
+    .join()
+    .unwrap()
+}
+
+/// `Udp: NoPorts` of namespace `netns`: datagrams that found no socket there.
+pub fn udp_no_ports(netns: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", netns, "cat", "/proc/net/snmp"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let names: Vec<&str> = udp.next().unwrap().split_whitespace().collect();
+    let values: Vec<&str> = udp.next().unwrap().split_whitespace().collect();
+    let i = names.iter().position(|n| *n == "NoPorts").unwrap();
+    values[i].parse().unwrap()
+}
+
+/// Sends `n` RTP packets 1 ms apart and returns how many arrived (read as they come, so the
+/// receiver's socket buffer is never what loses them).
+pub fn stream(from: &UdpSocket, to: SocketAddrV4, rx: &UdpSocket, ssrc: u32, n: u16) -> usize {
+    let rx = rx.try_clone().unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let counter = std::thread::spawn(move || {
+        let mut got = 0;
+        let mut buf = [0u8; 2048];
+        while let Ok((len, _)) = rx.recv_from(&mut buf) {
+            if len >= 12 && u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) == ssrc {
+                got += 1;
+                if got == n as usize {
+                    break;
+                }
+            }
+        }
+        got
+    });
+    for seq in 0..n {
+        from.send_to(&rtp(ssrc, seq, 160 * seq as u32), to).unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    counter.join().unwrap()
+}
+
+impl Dataplane {
+    /// A data plane of `role` inside namespace `netns`, XDP attached (generic) to
+    /// `interfaces` (`IF[=SRC],...`) with its pins in `pins`.
+    pub fn start_with_xdp(
+        netns: &str,
+        role: &str,
+        interfaces: &str,
+        pins: &std::path::Path,
+    ) -> Dataplane {
+        let nsenter = format!("--net=/run/netns/{netns}");
+        let pins = pins.display().to_string();
+        Self::start_in(
+            &["nsenter", &nsenter],
+            role,
+            &[
+                "--bind",
+                "0.0.0.0",
+                "--xdp",
+                interfaces,
+                "--xdp-generic",
+                "--xdp-pin-dir",
+                &pins,
+            ],
+            &TableOptions::default(),
+        )
+    }
+}
+
+/// Sends one datagram from `from` to every media port (36000-59999) of `to`, then to each
+/// of `extra`, 200 per ms, on a thread of its own; the thread returns how many it sent.
+pub fn scan_media_range(
+    from: UdpSocket,
+    to: Ipv4Addr,
+    extra: &[u16],
+) -> std::thread::JoinHandle<u64> {
+    let extra = extra.to_vec();
+    std::thread::spawn(move || {
+        let mut sent = 0u64;
+        for port in (36000..=59999u16).chain(extra) {
+            from.send_to(b"scan", SocketAddrV4::new(to, port)).unwrap();
+            sent += 1;
+            if sent.is_multiple_of(200) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        sent
+    })
+}
+
+/// Nothing of a scan reached a socket in `netns`: its `Udp NoPorts` and the data plane's
+/// no-flow drops are what they were before it.
+pub fn assert_scan_reached_no_socket(netns: &str, dp: &Dataplane, no_ports: u64, no_flow: u64) {
+    assert_eq!(
+        udp_no_ports(netns),
+        no_ports,
+        "a scan packet reached the stack"
+    );
+    assert_eq!(
+        dp.node_drops(DropReason::NoFlow),
+        no_flow,
+        "a scan packet reached a worker"
+    );
+}
