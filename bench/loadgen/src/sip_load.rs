@@ -209,12 +209,14 @@ pub struct LoadReport {
     pub offered_rate: f64,
     /// Registrations started.
     pub attempted: u64,
-    /// Initial registrations that ended in 200 OK.
+    /// Initial registrations that ended in 200 OK (including those answered in the grace
+    /// period after the run).
     pub registered: u64,
-    /// `registered` per second over the arrival window (the whole run in churn mode; in
-    /// hold mode, until the last initial registration ended).
+    /// Registrations answered within the run, per second of the run (in hold mode, when
+    /// every user's registration ended within the run, per second until the last did).
     pub registrations_per_s: f64,
-    /// Hold mode: seconds until every user's initial registration had ended.
+    /// Hold mode: seconds until every user's initial registration had ended (None when
+    /// some were still in flight at the end).
     pub registration_phase_s: Option<f64>,
     /// Arrivals started more than 10 ms late because `concurrency` registrations were
     /// already in flight (the offered rate was not met).
@@ -301,6 +303,7 @@ struct Stats {
     held: u64,
     held_peak: u64,
     ended: u64,
+    ended_at_end: Option<u64>,
     last_initial_end: Option<Instant>,
     pings_answered: u64,
     pings_sent: u64,
@@ -323,6 +326,7 @@ impl Stats {
             held: 0,
             held_peak: 0,
             ended: 0,
+            ended_at_end: None,
             last_initial_end: None,
             pings_answered: 0,
             pings_sent: 0,
@@ -334,6 +338,11 @@ impl Stats {
             handshake: histogram(),
             refresh: histogram(),
         }
+    }
+
+    /// Whether `users` initial registrations had ended when the run did.
+    fn ended_by_end(&self, users: u64) -> bool {
+        self.ended_at_end.is_some_and(|n| n >= users)
     }
 
     fn fail(&mut self, prefix: &str, f: &ClientFailure) {
@@ -726,7 +735,11 @@ async fn drive(params: LoadParams, nofile: Option<u64>) -> LoadReport {
     }
     sleep_until(end).await;
     let elapsed = start.elapsed();
-    let held_at_end = shared.stats.borrow().held;
+    let (held_at_end, registered_by_end, last_end_in_run) = {
+        let mut st = shared.stats.borrow_mut();
+        st.ended_at_end = Some(st.ended);
+        (st.held, st.registered, st.last_initial_end)
+    };
     let cpu_end = process_cpu_ns(my_pid);
     let sut_end: Vec<Option<u64>> = p.sut_pids.iter().map(|&q| process_cpu_ns(q)).collect();
     let _ = stop_tx.send(true);
@@ -743,10 +756,12 @@ async fn drive(params: LoadParams, nofile: Option<u64>) -> LoadReport {
         _ => None,
     };
     let st = shared.stats.borrow();
-    let window = if p.hold {
-        st.last_initial_end.map_or(elapsed, |t| t - start)
-    } else {
-        elapsed
+    // Rates count only registrations that ended within the run; those finishing in the
+    // grace period after it are in `registered` but not in the rate.
+    let all_ended_in_run = st.ended_by_end(p.users as u64);
+    let window = match last_end_in_run {
+        Some(t) if p.hold && all_ended_in_run => t - start,
+        _ => elapsed,
     };
     LoadReport {
         mode: if p.hold { "hold" } else { "churn" },
@@ -755,8 +770,8 @@ async fn drive(params: LoadParams, nofile: Option<u64>) -> LoadReport {
         offered_rate: p.rate,
         attempted: st.attempted,
         registered: st.registered,
-        registrations_per_s: st.registered as f64 / window.as_secs_f64().max(1e-9),
-        registration_phase_s: p.hold.then_some(window.as_secs_f64()),
+        registrations_per_s: registered_by_end as f64 / window.as_secs_f64().max(1e-9),
+        registration_phase_s: (p.hold && all_ended_in_run).then_some(window.as_secs_f64()),
         late_arrivals: st.late,
         refreshes: st.refreshes,
         failures: st.failures.clone(),
