@@ -500,7 +500,18 @@ impl Cluster {
     }
 }
 
-fn tls_client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
+/// A TCP connection to `to`, from `source` (port 0) when given.
+pub fn tcp_from(to: SocketAddr, source: Option<std::net::IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(to);
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    socket.connect(&to.into())?;
+    Ok(socket.into())
+}
+
+pub fn tls_client_config(ca: &Path) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(ca).expect("ca");
     for cert in rustls_pemfile_certs(&pem) {
@@ -542,7 +553,16 @@ impl SipClient {
     }
 
     pub fn connect_with(edge: SocketAddr, config: Arc<rustls::ClientConfig>) -> SipClient {
-        let tcp = TcpStream::connect(edge).expect("connect to the edge");
+        Self::connect_from(edge, config, None)
+    }
+
+    /// Connects from a chosen loopback source address (a second "client host").
+    pub fn connect_from(
+        edge: SocketAddr,
+        config: Arc<rustls::ClientConfig>,
+        source: Option<std::net::IpAddr>,
+    ) -> SipClient {
+        let tcp = tcp_from(edge, source).expect("connect to the edge");
         tcp.set_read_timeout(Some(Duration::from_millis(100)))
             .expect("timeout");
         let local = tcp.local_addr().expect("local");

@@ -1,0 +1,230 @@
+//! The traversal zone: the core dials the edge with mutual TLS; the edge checks the chain,
+//! the Client Authentication EKU and the "TLS verify subject name"; keep-alives; reconnect
+//! after the core restarts. Also: configuration errors name the field.
+
+mod common;
+
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{core_config, edge_config, eventually, Cluster, ClusterOptions, Node, Scratch};
+use edgeway_testkit::pki::{Eku, TestPki};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+#[test]
+fn traversal_comes_up_with_mutual_tls_and_reports_zones() {
+    let c = Cluster::up(ClusterOptions::default());
+    let status = c.core().status();
+    assert_eq!(status["traversal"], "up");
+    assert_eq!(status["zones"][0]["name"], "CEtcp-cucm1");
+    assert_eq!(status["search_rules"][0]["priority"], 45);
+    assert_eq!(
+        status["zones"].as_array().map(Vec::len),
+        Some(1),
+        "no TLS zone for a TCP node"
+    );
+    // Keep-alives cross the zone and are answered.
+    assert!(eventually(Duration::from_secs(3), || c
+        .edge
+        .counter("traversal_pings")
+        >= 2));
+    assert_eq!(c.edge.counter("traversal_lost"), 0);
+}
+
+#[test]
+fn a_tls_node_gets_a_cetls_zone_and_registrations_cross_it() {
+    let c = Cluster::up(ClusterOptions {
+        ucm_tls: true,
+        ..ClusterOptions::default()
+    });
+    let status = c.core().status();
+    let names: Vec<&str> = status["zones"]
+        .as_array()
+        .expect("zones")
+        .iter()
+        .filter_map(|z| z["name"].as_str())
+        .collect();
+    assert_eq!(names, ["CEtcp-cucm1", "CEtls-cucm1"]);
+    let rules = status["search_rules"].as_array().expect("rules");
+    assert!(rules.iter().all(|r| r["priority"] == 45));
+    let mut alice = c.client();
+    assert_eq!(alice.register("alice", 120).1.status, 200);
+    assert_eq!(
+        c.ucm.bindings()[0]["transport"],
+        "tls",
+        "core to ucm-sim over TLS"
+    );
+}
+
+#[test]
+fn a_wrong_subject_name_is_refused_and_says_why() {
+    let c = Cluster::start(ClusterOptions {
+        verify_subject_name: "other-core.example.com".into(),
+        ..ClusterOptions::default()
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || c
+            .edge
+            .counter("traversal_refused_subject")
+            >= 2),
+        "refused repeatedly as the core retries with backoff\n{}",
+        c.edge.log.text()
+    );
+    assert_eq!(c.edge.status()["traversal"], "down");
+    assert!(c.edge.log.text().contains("TLS verify subject name \"other-core.example.com\" is not the certificate's CN or a SAN"),
+        "{}", c.edge.log.text());
+    // A client is told the zone is down rather than left hanging.
+    let mut client = c.client();
+    let r = client.register_once("alice", "example.com", 60);
+    assert_eq!(r.status, 503);
+    assert_eq!(c.edge.counter("traversal_down_refused"), 1);
+}
+
+#[test]
+fn a_core_certificate_without_client_auth_is_refused_at_load_and_by_the_edge() {
+    let dir = Scratch::new("eku");
+    let pki = TestPki::new(&dir.0).expect("pki");
+    pki.issue("edge.example.com", &["edge.example.com"], Eku::Both)
+        .expect("edge");
+    let core = pki
+        .issue("core.example.com", &["core.example.com"], Eku::ServerAuth)
+        .expect("core");
+    // At load, on the core: --check says exactly what is wrong.
+    let cfg = core_config(
+        &dir.0,
+        "127.0.0.1:7001".parse().expect("addr"),
+        "127.0.0.1:5060".parse().expect("addr"),
+        "tcp",
+        &ClusterOptions::default(),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeway-control"))
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run --check");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.certificate")
+            && err.contains("certificate lacks the Client Authentication EKU"),
+        "{err}"
+    );
+    // At the edge: a peer presenting such a certificate is refused, and the log says why.
+    let edge = Node::start(&edge_config(&dir.0, "core.example.com", ""));
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.ca_path()).expect("ca"))
+        .expect("root");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![CertificateDer::from_pem_file(&core.cert_path).expect("cert")],
+        PrivateKeyDer::from_pem_file(&core.key_path).expect("key"),
+    )
+    .expect("client auth");
+    let mut conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from("edge.example.com").expect("name"),
+    )
+    .expect("conn");
+    let mut tcp = TcpStream::connect(edge.addr("traversal")).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut failed = false;
+    for _ in 0..20 {
+        match conn.complete_io(&mut tcp) {
+            Err(_) => {
+                failed = true;
+                break;
+            }
+            Ok(_) if !conn.is_handshaking() => {
+                // TLS 1.3: the client finishes first; the refusal arrives as an alert.
+                let mut buf = [0u8; 64];
+                use std::io::Read;
+                let mut s = rustls::Stream::new(&mut conn, &mut tcp);
+                failed = s.read(&mut buf).map(|n| n == 0).unwrap_or(true);
+                break;
+            }
+            Ok(_) => {}
+        }
+    }
+    assert!(failed, "the edge accepted a certificate without clientAuth");
+    assert!(eventually(Duration::from_secs(3), || edge
+        .counter("traversal_refused_eku")
+        == 1));
+    assert!(
+        edge.log
+            .text()
+            .contains("lacks the Client Authentication EKU"),
+        "{}",
+        edge.log.text()
+    );
+    assert_eq!(edge.status()["traversal"], "down");
+}
+
+#[test]
+fn the_core_reconnects_after_it_restarts_and_registrations_resume() {
+    let mut c = Cluster::up(ClusterOptions::default());
+    let mut alice = c.client();
+    assert_eq!(alice.register("alice", 120).1.status, 200);
+    if let Some(mut core) = c.core.take() {
+        core.kill();
+    }
+    assert!(
+        c.edge.wait_traversal(false, Duration::from_secs(5)),
+        "edge sees the core go"
+    );
+    let refused = alice.register_once("alice", "example.com", 120);
+    assert_eq!(refused.status, 503, "zone down: {refused:?}");
+    c.core = Some(Node::start(&c.core_config));
+    assert!(
+        c.edge.wait_traversal(true, Duration::from_secs(10)),
+        "{}",
+        c.edge.log.text()
+    );
+    c.wait_ucm();
+    assert_eq!(
+        alice.register("alice", 120).1.status,
+        200,
+        "same client connection, new core"
+    );
+    assert_eq!(c.edge.counter("traversal_connected"), 2);
+}
+
+#[test]
+fn configuration_errors_name_the_field() {
+    let dir = Scratch::new("config");
+    let pki = TestPki::new(&dir.0).expect("pki");
+    pki.issue("core.example.com", &["core.example.com"], Eku::Both)
+        .expect("core");
+    let cfg = core_config(
+        &dir.0,
+        "127.0.0.1:7001".parse().expect("addr"),
+        "127.0.0.1:5060".parse().expect("addr"),
+        "tcp",
+        &ClusterOptions::default(),
+    );
+    let text = std::fs::read_to_string(&cfg).expect("read").replace(
+        "address = \"127.0.0.1:5060\"",
+        "address = \"cucm1.example.com\"",
+    );
+    std::fs::write(&cfg, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeway-control"))
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("core.ucm[0].address: \"cucm1.example.com\""),
+        "{err}"
+    );
+}
