@@ -290,10 +290,15 @@ impl Registrar {
             }
             Method::Options => {
                 self.counters.options += 1;
-                let mut r = req.make_response(200, "OK", Some(&to_tag(req)));
-                let _ = r.headers.push(HeaderName::Allow, ALLOW);
-                let _ = r.headers.push(HeaderName::Accept, "application/sdp");
-                return Some(r);
+                return Some(respond(
+                    req,
+                    200,
+                    "OK",
+                    vec![
+                        (HeaderName::Allow, ALLOW.to_owned()),
+                        (HeaderName::Accept, "application/sdp".to_owned()),
+                    ],
+                ));
             }
             Method::Ack => {
                 self.counters.other_methods += 1;
@@ -310,12 +315,7 @@ impl Registrar {
                 if refusal.status == 400 {
                     self.counters.bad_requests += 1;
                 }
-                let mut r = req.make_response(refusal.status, &refusal.reason, Some(&to_tag(req)));
-                for (name, value) in refusal.extra {
-                    // Values are built here from validated parts; a CR/LF cannot occur.
-                    let _ = r.headers.push(name, value);
-                }
-                r
+                respond(req, refusal.status, &refusal.reason, refusal.extra)
             }
         })
     }
@@ -548,20 +548,18 @@ impl Registrar {
     }
 
     fn ok_response(&self, now: Instant, req: &Request, user: &User, path: &[String]) -> Response {
-        let mut r = req.make_response(200, "OK", Some(&to_tag(req)));
+        let mut extra = Vec::new();
         for b in self.bindings.get(&user.name).into_iter().flatten() {
             let left = b.expires_at.saturating_duration_since(now).as_secs();
-            let _ = r
-                .headers
-                .push(HeaderName::Contact, format!("{};expires={left}", b.contact));
+            extra.push((HeaderName::Contact, format!("{};expires={left}", b.contact)));
         }
         for p in path {
-            let _ = r.headers.push(HeaderName::Path, p.clone());
+            extra.push((HeaderName::Path, p.clone()));
         }
         if !path.is_empty() {
-            let _ = r.headers.push(HeaderName::Supported, "path");
+            extra.push((HeaderName::Supported, "path".to_owned()));
         }
-        r
+        respond(req, 200, "OK", extra)
     }
 
     fn serves(&self, domain: &str) -> bool {
@@ -708,6 +706,18 @@ fn host_text(host: &Host) -> String {
         Host::Domain(d) => d.to_ascii_lowercase(),
         other => other.to_string(),
     }
+}
+
+/// The response to `req` with `extra` headers, Content-Length last (as Unified CM writes it).
+fn respond(req: &Request, status: u16, reason: &str, extra: Vec<(HeaderName, String)>) -> Response {
+    let mut r = req.make_response(status, reason, Some(&to_tag(req)));
+    r.headers.remove_all(&HeaderName::ContentLength);
+    for (name, value) in extra {
+        // Values come from parsed, validated parts: a CR/LF cannot occur, so push cannot fail.
+        let _ = r.headers.push(name, value);
+    }
+    let _ = r.headers.push(HeaderName::ContentLength, "0");
+    r
 }
 
 /// A To tag stable for one request (retransmissions get the same one): FNV-1a over the

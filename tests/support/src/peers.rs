@@ -13,7 +13,7 @@
 //! let run = Sipp::new(&sipp, "tests/peers/sipp/register.xml".as_ref())
 //!     .remote(ucm.sip_tcp.expect("tcp listener"))
 //!     .transport(SippTransport::Tcp)
-//!     .users_csv("SEQUENTIAL\nalice;pw;example.com\n")
+//!     .users_csv("SEQUENTIAL\nalice;[authentication username=alice password=pw];example.com\n")
 //!     .calls(1)
 //!     .run();
 //! assert!(run.all_succeeded(), "{run}");
@@ -341,32 +341,107 @@ impl Drop for UcmSim {
 // ---------------------------------------------------------------------------------------
 // sipp
 
-/// sipp's transport modes (`-t`).
+/// sipp's transport modes.
+///
+/// Debian's sipp is built without OpenSSL (`-t l1` fails: "you must compile SIPp with
+/// OpenSSL"), so the TLS modes run sipp over TCP into a `socat` bridge whose OpenSSL client
+/// carries each sipp connection over its own TLS connection to the remote. The remote sees
+/// real TLS clients (OpenSSL); the Via in sipp's messages still says TCP. The bridge does
+/// not verify the server's certificate unless [`Sipp::tls_ca`] is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SippTransport {
     /// `-t t1`: TCP, one socket for all calls.
     Tcp,
     /// `-t tn`: TCP, one socket per call.
     TcpPerCall,
-    /// `-t l1`: TLS, one socket for all calls.
+    /// TLS, one connection for all calls (sipp `-t t1` through the bridge).
     Tls,
-    /// `-t ln`: TLS, one socket per call.
+    /// TLS, one connection per call (sipp `-t tn` through the bridge).
     TlsPerCall,
 }
 
 impl SippTransport {
     fn flag(self) -> &'static str {
         match self {
-            SippTransport::Tcp => "t1",
-            SippTransport::TcpPerCall => "tn",
-            SippTransport::Tls => "l1",
-            SippTransport::TlsPerCall => "ln",
+            SippTransport::Tcp | SippTransport::Tls => "t1",
+            SippTransport::TcpPerCall | SippTransport::TlsPerCall => "tn",
         }
     }
 
     fn is_tls(self) -> bool {
         matches!(self, SippTransport::Tls | SippTransport::TlsPerCall)
     }
+}
+
+/// A TCP-to-TLS bridge (socat, OpenSSL): one TLS connection to `remote` per accepted TCP
+/// connection; killed on drop.
+#[derive(Debug)]
+pub struct TlsBridge {
+    child: Child,
+    log: OutputLog,
+    /// Where to connect (plain TCP).
+    pub addr: SocketAddr,
+}
+
+impl TlsBridge {
+    /// Starts socat (from [`require_peer`]) bridging 127.0.0.1:<free port> to `remote`,
+    /// verifying the server against `ca` (PEM) when given.
+    ///
+    /// # Panics
+    /// When socat does not listen within 5 s.
+    pub fn start(socat: &Path, remote: SocketAddr, ca: Option<&Path>) -> TlsBridge {
+        for _ in 0..5 {
+            let port = free_port();
+            let tls = match ca {
+                Some(ca) => format!("OPENSSL:{remote},cafile={},verify=1", ca.display()),
+                None => format!("OPENSSL:{remote},verify=0"),
+            };
+            let (mut child, log) = spawn_logged(
+                Command::new(socat)
+                    .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
+                    .arg(tls),
+            );
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // the port was taken meanwhile: try another
+                }
+                if tcp_listening(port) {
+                    return TlsBridge {
+                        child,
+                        log,
+                        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            kill(&mut child);
+        }
+        panic!("socat TLS bridge to {remote} did not start");
+    }
+
+    /// socat's output (OpenSSL errors show here).
+    pub fn output(&self) -> String {
+        self.log.text()
+    }
+}
+
+impl Drop for TlsBridge {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// Whether something listens on 127.0.0.1:`port` (TCP), read from /proc/net/tcp without
+/// connecting (a probe connection would reach the peer behind a bridge).
+fn tcp_listening(port: u16) -> bool {
+    let want = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp").is_ok_and(|t| {
+        t.lines().skip(1).any(|l| {
+            let mut f = l.split_whitespace();
+            f.nth(1) == Some(want.as_str()) && f.nth(1) == Some("0A")
+        })
+    })
 }
 
 /// A sipp run being prepared; [`Sipp::run`] starts it and waits for it to exit.
@@ -381,6 +456,7 @@ pub struct Sipp {
     rate: Option<u32>,
     limit: Option<u32>,
     timeout: Duration,
+    tls_ca: Option<PathBuf>,
     args: Vec<String>,
 }
 
@@ -437,8 +513,15 @@ impl Sipp {
             rate: None,
             limit: None,
             timeout: Duration::from_secs(30),
+            tls_ca: None,
             args: Vec::new(),
         }
+    }
+
+    /// With a TLS transport, verify the server's certificate against this CA (PEM).
+    pub fn tls_ca(mut self, ca: &Path) -> Sipp {
+        self.tls_ca = Some(ca.to_owned());
+        self
     }
 
     /// The remote host (the registrar under test).
@@ -447,8 +530,7 @@ impl Sipp {
         self
     }
 
-    /// The transport (default TCP). TLS runs get a throwaway client certificate (sipp
-    /// loads one even as a client) and do not verify the server's.
+    /// The transport (default TCP); see [`SippTransport`] for how TLS is carried.
     pub fn transport(mut self, t: SippTransport) -> Sipp {
         self.transport = t;
         self
@@ -493,10 +575,18 @@ impl Sipp {
     /// Runs sipp to completion.
     ///
     /// # Panics
-    /// When no remote was set or sipp cannot start.
+    /// When no remote was set, sipp cannot start, or (TLS) socat is missing under CI.
     pub fn run(self) -> SippOutcome {
         let dir = ScratchDir::new("sipp");
-        let remote = self.remote.expect("Sipp::remote not set");
+        let mut remote = self.remote.expect("Sipp::remote not set");
+        let mut bridge = None;
+        if self.transport.is_tls() {
+            let socat = require_peer("socat", "sipp over TLS (the OpenSSL bridge)")
+                .expect("socat is needed to carry sipp over TLS (scripts/setup installs it)");
+            let b = TlsBridge::start(&socat, remote, self.tls_ca.as_deref());
+            remote = b.addr;
+            bridge = Some(b);
+        }
         let stats = dir.path().join("stats.csv");
         let errors = dir.path().join("errors.log");
         let messages = dir.path().join("messages.log");
@@ -507,7 +597,8 @@ impl Sipp {
             .arg(&self.scenario)
             .args(["-t", self.transport.flag(), "-i", "127.0.0.1", "-p", "0"])
             .args(["-m", &self.calls.to_string()])
-            .args(["-nostdin", "-timeout_error"])
+            // The open-file limit here is 20,000; sipp's default socket cap (50,000) refuses to start.
+            .args(["-nostdin", "-timeout_error", "-max_socket", "16000"])
             .arg("-timeout")
             .arg(format!("{}s", self.timeout.as_secs().max(1)))
             .args(["-trace_stat", "-stf"])
@@ -524,10 +615,6 @@ impl Sipp {
         }
         if let Some(l) = self.limit {
             cmd.args(["-l", &l.to_string()]);
-        }
-        if self.transport.is_tls() {
-            let (cert, key) = throwaway_client_cert(&dir);
-            cmd.arg("-tls_cert").arg(cert).arg("-tls_key").arg(key);
         }
         cmd.args(&self.args);
         let (mut child, log) = spawn_logged(&mut cmd);
@@ -546,11 +633,16 @@ impl Sipp {
         std::thread::sleep(Duration::from_millis(50));
         let (successful, failed) =
             sipp_call_counts(&std::fs::read_to_string(&stats).unwrap_or_default());
+        let mut output = log.text();
+        if let Some(b) = bridge {
+            output.push_str("--- socat TLS bridge ---\n");
+            output.push_str(&b.output());
+        }
         SippOutcome {
             status,
             successful,
             failed,
-            output: log.text(),
+            output,
             errors: std::fs::read_to_string(&errors).unwrap_or_default(),
             messages: std::fs::read_to_string(&messages).unwrap_or_default(),
         }
@@ -576,14 +668,4 @@ fn sipp_call_counts(csv: &str) -> (u64, u64) {
             .unwrap_or(0)
     };
     (get("SuccessfulCall(C)"), get("FailedCall(C)"))
-}
-
-/// A certificate and key for a client that must present one (sipp loads `-tls_cert` and
-/// `-tls_key` even as a client); nobody verifies it.
-fn throwaway_client_cert(dir: &ScratchDir) -> (PathBuf, PathBuf) {
-    let pki = crate::pki::TestPki::new(dir.path().join("pki")).expect("make a test CA");
-    let c = pki
-        .issue("sipp-client", &["127.0.0.1"], crate::pki::Eku::ClientAuth)
-        .expect("issue a client certificate");
-    (c.cert_path, c.key_path)
 }
