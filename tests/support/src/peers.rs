@@ -339,6 +339,139 @@ impl Drop for UcmSim {
 }
 
 // ---------------------------------------------------------------------------------------
+// kamailio
+
+/// How to start kamailio from `tests/peers/kamailio/registrar.cfg`.
+#[derive(Debug, Clone)]
+pub struct KamailioOptions {
+    /// The registration domain served (also the digest realm).
+    pub domain: String,
+    /// Every user's digest password (the template has no user database).
+    pub password: String,
+    /// Also listen on TLS with this certificate chain and key (PEM text).
+    pub tls: Option<(String, String)>,
+}
+
+/// A running kamailio registrar (foreground, `-DD -E`), stopped on drop.
+#[derive(Debug)]
+pub struct Kamailio {
+    child: Child,
+    log: OutputLog,
+    _dir: ScratchDir,
+    /// SIP over TCP.
+    pub tcp: SocketAddr,
+    /// SIP over TLS, when enabled.
+    pub tls: Option<SocketAddr>,
+}
+
+impl Kamailio {
+    /// Starts kamailio (from [`require_peer`]) with the registrar template; ports are
+    /// picked free just before start and retried if another process took one meanwhile.
+    ///
+    /// # Panics
+    /// When it does not listen within 10 s after five tries (its output is shown).
+    pub fn spawn(binary: &Path, opts: &KamailioOptions) -> Kamailio {
+        let template =
+            std::fs::read_to_string(crate::repo_root().join("tests/peers/kamailio/registrar.cfg"))
+                .expect("read tests/peers/kamailio/registrar.cfg");
+        let modules = [
+            "/usr/lib/x86_64-linux-gnu/kamailio/modules",
+            "/usr/lib/aarch64-linux-gnu/kamailio/modules",
+            "/usr/lib/kamailio/modules",
+            "/usr/lib64/kamailio/modules",
+        ]
+        .into_iter()
+        .find(|d| Path::new(d).join("registrar.so").exists())
+        .expect("kamailio's module directory (registrar.so) not found");
+        let mut last = String::new();
+        for _ in 0..5 {
+            let dir = ScratchDir::new("kamailio");
+            let (tcp_port, tls_port) = (free_port(), free_port());
+            let mut cfg = template
+                .replace("%TCP_PORT%", &tcp_port.to_string())
+                .replace("%TLS_PORT%", &tls_port.to_string())
+                .replace("%DOMAIN%", &opts.domain)
+                .replace("%PASSWORD%", &opts.password)
+                .replace("%MODULES%", modules);
+            let mut cmd = Command::new(binary);
+            if let Some((cert, key)) = &opts.tls {
+                let cert = dir.write("cert.pem", cert);
+                let key = dir.write("key.pem", key);
+                let tls_cfg = dir.write(
+                    "tls.cfg",
+                    format!(
+                        "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\n\
+                         require_certificate = no\nprivate_key = {}\ncertificate = {}\n\n\
+                         [client:default]\nverify_certificate = no\nrequire_certificate = no\n",
+                        key.display(),
+                        cert.display()
+                    ),
+                );
+                cfg = cfg.replace("%TLS_CFG%", &tls_cfg.display().to_string());
+                cmd.args(["-A", "WITH_TLS"]);
+            }
+            let cfg_path = dir.write("kamailio.cfg", cfg);
+            cmd.args(["-DD", "-E", "-m", "32", "-M", "8", "-f"])
+                .arg(&cfg_path)
+                .arg("-Y")
+                .arg(dir.path())
+                .arg("-w")
+                .arg(dir.path());
+            let (mut child, log) = spawn_logged(&mut cmd);
+            let end = Instant::now() + Duration::from_secs(10);
+            loop {
+                let up = tcp_listening(tcp_port) && (opts.tls.is_none() || tcp_listening(tls_port));
+                if up {
+                    return Kamailio {
+                        child,
+                        log,
+                        _dir: dir,
+                        tcp: SocketAddr::from(([127, 0, 0, 1], tcp_port)),
+                        tls: opts
+                            .tls
+                            .as_ref()
+                            .map(|_| SocketAddr::from(([127, 0, 0, 1], tls_port))),
+                    };
+                }
+                if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > end {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            terminate(&mut child);
+            last = log.text();
+        }
+        panic!("kamailio did not start:\n{last}");
+    }
+
+    /// Its log (stderr) so far.
+    pub fn output(&self) -> String {
+        self.log.text()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        terminate(&mut self.child);
+    }
+}
+
+/// SIGTERM, so a forking peer (kamailio) stops its children too; SIGKILL after 5 s.
+fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(child);
+}
+
+// ---------------------------------------------------------------------------------------
 // sipp
 
 /// sipp's transport modes.
