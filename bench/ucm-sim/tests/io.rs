@@ -10,18 +10,14 @@ use edgeway_sip::{Auth, HeaderName, Message, Response};
 use edgeway_testkit::peers::{UcmSim, UcmSimOptions};
 use edgeway_ucm_sim::digest::client_authorization;
 
-const USERS: &str = r#"
-[[user]]
-name = "alice"
-password = "alice-pw"
-number = "1001"
-security_profile = "secure"
-"#;
+mod common;
+
+use common::ALICE;
 
 fn ucm() -> UcmSim {
     UcmSim::spawn(
         env!("CARGO_BIN_EXE_ucm-sim").as_ref(),
-        &UcmSimOptions::tcp_with_users(USERS),
+        &UcmSimOptions::tcp_with_users(ALICE),
     )
 }
 

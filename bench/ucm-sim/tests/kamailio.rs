@@ -2,26 +2,15 @@
 //! with sipp registering into it over TCP and TLS: the same scenarios ucm-sim passes, so
 //! the core can register users into either.
 
-use std::path::PathBuf;
+mod common;
 
 use edgeway_testkit::peers::{
-    require_peer, Kamailio, KamailioOptions, ScratchDir, Sipp, SippTransport,
+    require_peer, sipp_scenario as scenario, sipp_users_csv, Kamailio, KamailioOptions, ScratchDir,
+    Sipp, SippTransport,
 };
-use edgeway_testkit::pki::{Eku, TestPki};
-use edgeway_testkit::repo_root;
-
-fn scenario(name: &str) -> PathBuf {
-    repo_root().join("tests/peers/sipp").join(name)
-}
 
 fn csv(users: &[&str], password: &str, domain: &str) -> String {
-    let mut s = String::from("SEQUENTIAL\n");
-    for u in users {
-        s.push_str(&format!(
-            "{u};[authentication username={u} password={password}];{domain}\n"
-        ));
-    }
-    s
+    sipp_users_csv(users.iter().map(|u| (*u, password, domain)))
 }
 
 #[test]
@@ -34,10 +23,7 @@ fn sipp_registers_into_kamailio_over_tcp_and_tls() {
         return;
     };
     let dir = ScratchDir::new("kamailio-test");
-    let pki = TestPki::new(dir.path().join("pki")).expect("test CA");
-    let cert = pki
-        .issue("kamailio", &["127.0.0.1"], Eku::ServerAuth)
-        .expect("server cert");
+    let (pki, cert) = common::server_cert(&dir, "kamailio");
     let k = Kamailio::spawn(
         &kamailio,
         &KamailioOptions {

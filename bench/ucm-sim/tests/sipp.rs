@@ -2,37 +2,27 @@
 //! TCP and TLS with digest authentication: register, refresh, unregister; a wrong password
 //! and an unknown domain refused; OPTIONS sent to a sipp client down its own TLS connection.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use edgeway_testkit::peers::{
-    require_peer, ScratchDir, Sipp, SippTransport, UcmSim, UcmSimOptions,
+    require_peer, sipp_scenario as scenario, sipp_users_csv, ScratchDir, Sipp, SippTransport,
+    UcmSim, UcmSimOptions,
 };
-use edgeway_testkit::pki::{Eku, TestPki};
-use edgeway_testkit::repo_root;
 
-fn scenario(name: &str) -> PathBuf {
-    repo_root().join("tests/peers/sipp").join(name)
-}
-
-/// `count` users `user0001`.. with password `pw0001`.. (ucm-sim's --generate-users).
+/// `count` users `user0001`.. with password `<prefix>0001`.. (ucm-sim's --generate-users).
 fn csv(count: usize, domain: &str, password_prefix: &str) -> String {
-    let mut s = String::from("SEQUENTIAL\n");
-    for i in 1..=count {
-        s.push_str(&format!(
-            "user{i:04};[authentication username=user{i:04} password={password_prefix}{i:04}];{domain}\n"
-        ));
-    }
-    s
+    let rows: Vec<(String, String)> = (1..=count)
+        .map(|i| (format!("user{i:04}"), format!("{password_prefix}{i:04}")))
+        .collect();
+    sipp_users_csv(rows.iter().map(|(u, p)| (u.as_str(), p.as_str(), domain)))
 }
 
 /// ucm-sim with 50 generated users on TCP and TLS (a certificate for 127.0.0.1 from a
 /// throwaway CA), serving example.com.
 fn ucm(dir: &ScratchDir) -> UcmSim {
-    let pki = TestPki::new(dir.path().join("pki")).expect("test CA");
-    let cert = pki
-        .issue("ucm", &["127.0.0.1", "ucm.example.com"], Eku::ServerAuth)
-        .expect("server cert");
+    let (_pki, cert) = common::server_cert(dir, "ucm");
     let opts = UcmSimOptions {
         tcp: true,
         generate_users: Some((50, "pw".to_owned())),

@@ -137,26 +137,60 @@ impl OutputLog {
     }
 }
 
-fn spawn_logged(cmd: &mut Command) -> (Child, OutputLog) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
-    let log = OutputLog::default();
-    if let Some(out) = child.stdout.take() {
-        log.follow(out);
-    }
-    if let Some(err) = child.stderr.take() {
-        log.follow(err);
-    }
-    (child, log)
+/// A started peer process and its collected output; stopped on drop (SIGTERM, so forking
+/// peers such as kamailio stop their children too, then SIGKILL after 5 s).
+#[derive(Debug)]
+struct PeerProcess {
+    child: Child,
+    log: OutputLog,
 }
 
-fn kill(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+impl PeerProcess {
+    fn spawn(cmd: &mut Command) -> PeerProcess {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
+        let log = OutputLog::default();
+        if let Some(out) = child.stdout.take() {
+            log.follow(out);
+        }
+        if let Some(err) = child.stderr.take() {
+            log.follow(err);
+        }
+        PeerProcess { child, log }
+    }
+
+    /// Its exit status, once it has exited.
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn output(&self) -> String {
+        self.log.text()
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -200,8 +234,7 @@ impl UcmSimOptions {
 /// A running ucm-sim, killed on drop, with its bound addresses and an admin client.
 #[derive(Debug)]
 pub struct UcmSim {
-    child: Child,
-    log: OutputLog,
+    process: PeerProcess,
     _dir: ScratchDir,
     /// SIP over TCP, when enabled.
     pub sip_tcp: Option<SocketAddr>,
@@ -248,18 +281,20 @@ impl UcmSim {
             cmd.args(["--domain", d]);
         }
         cmd.args(&opts.extra_args);
-        let (mut child, log) = spawn_logged(&mut cmd);
+        let mut process = PeerProcess::spawn(&mut cmd);
         let end = Instant::now() + Duration::from_secs(10);
         let line = loop {
             if let Ok(text) = std::fs::read_to_string(&ready) {
                 break text;
             }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("ucm-sim exited ({status}) before ready:\n{}", log.text());
+            if let Some(status) = process.exited() {
+                panic!(
+                    "ucm-sim exited ({status}) before ready:\n{}",
+                    process.output()
+                );
             }
             if Instant::now() > end {
-                kill(&mut child);
-                panic!("ucm-sim not ready within 10 s:\n{}", log.text());
+                panic!("ucm-sim not ready within 10 s:\n{}", process.output());
             }
             std::thread::sleep(Duration::from_millis(10));
         };
@@ -272,8 +307,7 @@ impl UcmSim {
             sip_tcp: addr("sip_tcp"),
             sip_tls: addr("sip_tls"),
             admin: addr("admin").expect("admin address in the ready file"),
-            child,
-            log,
+            process,
             _dir: dir,
         }
     }
@@ -323,18 +357,12 @@ impl UcmSim {
 
     /// Its output so far.
     pub fn output(&self) -> String {
-        self.log.text()
+        self.process.output()
     }
 
     /// Its process id (for memory measurements).
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for UcmSim {
-    fn drop(&mut self) {
-        kill(&mut self.child);
+        self.process.child.id()
     }
 }
 
@@ -355,8 +383,7 @@ pub struct KamailioOptions {
 /// A running kamailio registrar (foreground, `-DD -E`), stopped on drop.
 #[derive(Debug)]
 pub struct Kamailio {
-    child: Child,
-    log: OutputLog,
+    process: PeerProcess,
     _dir: ScratchDir,
     /// SIP over TCP.
     pub tcp: SocketAddr,
@@ -417,14 +444,13 @@ impl Kamailio {
                 .arg(dir.path())
                 .arg("-w")
                 .arg(dir.path());
-            let (mut child, log) = spawn_logged(&mut cmd);
+            let mut process = PeerProcess::spawn(&mut cmd);
             let end = Instant::now() + Duration::from_secs(10);
             loop {
                 let up = tcp_listening(tcp_port) && (opts.tls.is_none() || tcp_listening(tls_port));
                 if up {
                     return Kamailio {
-                        child,
-                        log,
+                        process,
                         _dir: dir,
                         tcp: SocketAddr::from(([127, 0, 0, 1], tcp_port)),
                         tls: opts
@@ -433,42 +459,116 @@ impl Kamailio {
                             .map(|_| SocketAddr::from(([127, 0, 0, 1], tls_port))),
                     };
                 }
-                if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > end {
+                if process.exited().is_some() || Instant::now() > end {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
-            terminate(&mut child);
-            last = log.text();
+            last = process.output();
         }
         panic!("kamailio did not start:\n{last}");
     }
 
     /// Its log (stderr) so far.
     pub fn output(&self) -> String {
-        self.log.text()
+        self.process.output()
     }
 }
 
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        terminate(&mut self.child);
-    }
+// ---------------------------------------------------------------------------------------
+// baresip
+
+/// How to start baresip (1.0, headless) with one account.
+#[derive(Debug, Clone)]
+pub struct BaresipOptions {
+    /// The account's user (AOR `sip:<user>@<domain>`), also the digest username.
+    pub user: String,
+    /// The AOR's domain.
+    pub domain: String,
+    /// The digest password.
+    pub password: String,
+    /// Where every request goes (the account's `outbound` proxy: registrar, edge, ...).
+    pub outbound: SocketAddr,
+    /// `tls` or `tcp`.
+    pub transport: String,
+    /// The CA (PEM) handed to baresip as `sip_cafile`. baresip 1.0 does not enforce it:
+    /// it registers even when the server's certificate chains to another CA.
+    pub ca_pem: Option<String>,
+    /// Registration interval in seconds (`regint`).
+    pub regint: u32,
 }
 
-/// SIGTERM, so a forking peer (kamailio) stops its children too; SIGKILL after 5 s.
-fn terminate(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let end = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < end {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+/// A running baresip, stopped on drop. Headless: no UI module, no audio device (aufile on
+/// /dev/null), bound to 127.0.0.1 only (`-4 -n 127.0.0.1`).
+#[derive(Debug)]
+pub struct Baresip {
+    process: PeerProcess,
+    _dir: ScratchDir,
+    aor: String,
+}
+
+impl Baresip {
+    /// Writes `config` and `accounts` into a scratch directory and starts `baresip -f` on it.
+    pub fn spawn(binary: &Path, opts: &BaresipOptions) -> Baresip {
+        let dir = ScratchDir::new("baresip");
+        let modules = ["/usr/lib/baresip/modules", "/usr/local/lib/baresip/modules"]
+            .into_iter()
+            .find(|d| Path::new(d).join("account.so").exists())
+            .expect("baresip's module directory (account.so) not found");
+        let mut config = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:0\n\
+             audio_player aufile,/dev/null\naudio_source aufile,/dev/null\n\
+             module_path {modules}\nmodule g711.so\nmodule_tmp account.so\n"
+        );
+        if let Some(ca) = &opts.ca_pem {
+            let ca = dir.write("ca.pem", ca);
+            config.push_str(&format!("sip_cafile {}\n", ca.display()));
         }
-        std::thread::sleep(Duration::from_millis(20));
+        dir.write("config", config);
+        let t = &opts.transport;
+        dir.write(
+            "accounts",
+            format!(
+                "<sip:{}@{};transport={t}>;auth_pass={};outbound=\"sip:{};transport={t}\";regint={}\n",
+                opts.user, opts.domain, opts.password, opts.outbound, opts.regint
+            ),
+        );
+        let process = PeerProcess::spawn(
+            Command::new(binary)
+                .args(["-4", "-n", "127.0.0.1", "-f"])
+                .arg(dir.path()),
+        );
+        Baresip {
+            process,
+            _dir: dir,
+            aor: format!("{}@{}", opts.user, opts.domain),
+        }
     }
-    kill(child);
+
+    /// Waits for baresip's "`<aor>: {0/TLS/v4} 200 OK () [1 binding]`" line; `false` after
+    /// `timeout` (or if it exited).
+    pub fn wait_registered(&mut self, timeout: Duration) -> bool {
+        let prefix = format!("{}: ", self.aor);
+        let end = Instant::now() + timeout;
+        loop {
+            let registered =
+                self.process.output().lines().any(|l| {
+                    l.contains(&prefix) && l.contains(" 200 OK") && l.contains("binding]")
+                });
+            if registered {
+                return true;
+            }
+            if self.process.exited().is_some() || Instant::now() > end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its output so far.
+    pub fn output(&self) -> String {
+        self.process.output()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -510,8 +610,7 @@ impl SippTransport {
 /// connection; killed on drop.
 #[derive(Debug)]
 pub struct TlsBridge {
-    child: Child,
-    log: OutputLog,
+    process: PeerProcess,
     /// Where to connect (plain TCP).
     pub addr: SocketAddr,
 }
@@ -529,39 +628,31 @@ impl TlsBridge {
                 Some(ca) => format!("OPENSSL:{remote},cafile={},verify=1", ca.display()),
                 None => format!("OPENSSL:{remote},verify=0"),
             };
-            let (mut child, log) = spawn_logged(
+            let mut process = PeerProcess::spawn(
                 Command::new(socat)
                     .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork"))
                     .arg(tls),
             );
             let end = Instant::now() + Duration::from_secs(5);
             while Instant::now() < end {
-                if let Ok(Some(_)) = child.try_wait() {
+                if process.exited().is_some() {
                     break; // the port was taken meanwhile: try another
                 }
                 if tcp_listening(port) {
                     return TlsBridge {
-                        child,
-                        log,
+                        process,
                         addr: SocketAddr::from(([127, 0, 0, 1], port)),
                     };
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            kill(&mut child);
         }
         panic!("socat TLS bridge to {remote} did not start");
     }
 
     /// socat's output (OpenSSL errors show here).
     pub fn output(&self) -> String {
-        self.log.text()
-    }
-}
-
-impl Drop for TlsBridge {
-    fn drop(&mut self) {
-        kill(&mut self.child);
+        self.process.output()
     }
 }
 
@@ -750,15 +841,14 @@ impl Sipp {
             cmd.args(["-l", &l.to_string()]);
         }
         cmd.args(&self.args);
-        let (mut child, log) = spawn_logged(&mut cmd);
+        let mut process = PeerProcess::spawn(&mut cmd);
         let end = Instant::now() + self.timeout + Duration::from_secs(10);
         let status = loop {
-            if let Ok(Some(s)) = child.try_wait() {
+            if let Some(s) = process.exited() {
                 break s;
             }
             if Instant::now() > end {
-                kill(&mut child);
-                panic!("sipp did not exit:\n{}", log.text());
+                panic!("sipp did not exit:\n{}", process.output());
             }
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -766,7 +856,7 @@ impl Sipp {
         std::thread::sleep(Duration::from_millis(50));
         let (successful, failed) =
             sipp_call_counts(&std::fs::read_to_string(&stats).unwrap_or_default());
-        let mut output = log.text();
+        let mut output = process.output();
         if let Some(b) = bridge {
             output.push_str("--- socat TLS bridge ---\n");
             output.push_str(&b.output());
@@ -780,6 +870,24 @@ impl Sipp {
             messages: std::fs::read_to_string(&messages).unwrap_or_default(),
         }
     }
+}
+
+/// A scenario shipped in `tests/peers/sipp/` (`register.xml`, `register_hold.xml`,
+/// `register_wrong_password.xml`, `register_refused.xml`).
+pub fn sipp_scenario(name: &str) -> PathBuf {
+    crate::repo_root().join("tests/peers/sipp").join(name)
+}
+
+/// The `-inf` CSV those scenarios read: `SEQUENTIAL`, then per call
+/// `user;[authentication username=user password=pw];domain`.
+pub fn sipp_users_csv<'a>(rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>) -> String {
+    let mut s = String::from("SEQUENTIAL\n");
+    for (user, password, domain) in rows {
+        s.push_str(&format!(
+            "{user};[authentication username={user} password={password}];{domain}\n"
+        ));
+    }
+    s
 }
 
 /// `SuccessfulCall(C)` and `FailedCall(C)` from the last row of a `-trace_stat` file.
