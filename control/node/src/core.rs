@@ -745,3 +745,64 @@ impl CoreProxy {
         out.push(CoreOutput::ToEdge(req.to_bytes()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn core() -> (CoreProxy, Arc<Counters>) {
+        let counters = Arc::new(Counters::default());
+        let node = UcmNode {
+            name: "cucm1".into(),
+            address: "127.0.0.1:5060".into(),
+            socket: "127.0.0.1:5060".parse().expect("addr"),
+            host: "127.0.0.1".into(),
+            transport: UcmTransport::Tcp,
+        };
+        let mut core = CoreProxy::new(
+            CoreSettings {
+                host: "core.example.com".into(),
+                port: 5060,
+                path_headers: false,
+                retry_after_s: 60,
+                domains: vec![DomainConfig {
+                    name: "example.com".into(),
+                    sip_registrations: true,
+                }],
+                nodes: vec![node],
+            },
+            counters.clone(),
+        );
+        core.set_traversal_up(true);
+        core.set_node_connection(0, Some(1));
+        (core, counters)
+    }
+
+    #[test]
+    fn a_response_ending_at_the_core_is_dropped_not_forwarded_without_via() {
+        // Found by the proxy fuzz target: popping the only Via left a message without one.
+        let (mut core, counters) = core();
+        let resp =
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP core.example.com:5060;branch=z9hG4bK-ewabc\r\n\
+From: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\nCall-ID: c1\r\n\
+CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
+        let mut out = Vec::new();
+        core.ucm_message(
+            Instant::now(),
+            1,
+            Message::parse(resp.as_bytes()).expect("parse"),
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(counters.stray_responses.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn zones_follow_the_guide() {
+        let (core, _) = core();
+        let (zones, rules) = core.zones();
+        assert_eq!(zones[0].name, "CEtcp-cucm1");
+        assert_eq!(rules[0].priority, 45);
+        assert_eq!(rules[0].zone, "CEtcp-cucm1");
+    }
+}

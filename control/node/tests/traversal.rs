@@ -14,6 +14,29 @@ use edgeway_testkit::pki::{Eku, TestPki};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
+/// A core configuration in `dir` (its certificate issued by the caller) and `--check` on it:
+/// whether it passed, and what it wrote to stderr.
+fn check_core_config(dir: &std::path::Path, edit: impl Fn(String) -> String) -> (bool, String) {
+    let cfg = core_config(
+        dir,
+        "127.0.0.1:7001".parse().expect("addr"),
+        "127.0.0.1:5060".parse().expect("addr"),
+        "tcp",
+        &ClusterOptions::default(),
+    );
+    let text = edit(std::fs::read_to_string(&cfg).expect("read"));
+    std::fs::write(&cfg, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_edgeway-control"))
+        .args(["--check", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("run --check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn traversal_comes_up_with_mutual_tls_and_reports_zones() {
     let c = Cluster::up(ClusterOptions::default());
@@ -93,20 +116,8 @@ fn a_core_certificate_without_client_auth_is_refused_at_load_and_by_the_edge() {
         .issue("core.example.com", &["core.example.com"], Eku::ServerAuth)
         .expect("core");
     // At load, on the core: --check says exactly what is wrong.
-    let cfg = core_config(
-        &dir.0,
-        "127.0.0.1:7001".parse().expect("addr"),
-        "127.0.0.1:5060".parse().expect("addr"),
-        "tcp",
-        &ClusterOptions::default(),
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_edgeway-control"))
-        .args(["--check", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run --check");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, err) = check_core_config(&dir.0, |t| t);
+    assert!(!ok);
     assert!(
         err.contains("tls.certificate")
             && err.contains("certificate lacks the Client Authentication EKU"),
@@ -204,25 +215,13 @@ fn configuration_errors_name_the_field() {
     let pki = TestPki::new(&dir.0).expect("pki");
     pki.issue("core.example.com", &["core.example.com"], Eku::Both)
         .expect("core");
-    let cfg = core_config(
-        &dir.0,
-        "127.0.0.1:7001".parse().expect("addr"),
-        "127.0.0.1:5060".parse().expect("addr"),
-        "tcp",
-        &ClusterOptions::default(),
-    );
-    let text = std::fs::read_to_string(&cfg).expect("read").replace(
-        "address = \"127.0.0.1:5060\"",
-        "address = \"cucm1.example.com\"",
-    );
-    std::fs::write(&cfg, text).expect("write");
-    let out = Command::new(env!("CARGO_BIN_EXE_edgeway-control"))
-        .args(["--check", "--config"])
-        .arg(&cfg)
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (ok, err) = check_core_config(&dir.0, |t| {
+        t.replace(
+            "address = \"127.0.0.1:5060\"",
+            "address = \"cucm1.example.com\"",
+        )
+    });
+    assert!(!ok);
     assert!(
         err.contains("core.ucm[0].address: \"cucm1.example.com\""),
         "{err}"

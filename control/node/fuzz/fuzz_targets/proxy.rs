@@ -1,0 +1,203 @@
+//! Arbitrary messages from every side into an edge and a core wired back to back: a client
+//! flow, the traversal zone in both directions, and Unified CM connections. Nothing may
+//! panic, and everything either proxy emits must be a SIP message that parses again (a
+//! proxy must never turn bad input into bad output for another peer).
+#![no_main]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arbitrary::Arbitrary;
+use edgeway_control::config::{DomainConfig, UcmNode, UcmTransport};
+use edgeway_control::core::{CoreOutput, CoreProxy, CoreSettings};
+use edgeway_control::edge::{EdgeOutput, EdgeProxy};
+use edgeway_sip::Message;
+use libfuzzer_sys::fuzz_target;
+
+/// A message assembled from parts, so most inputs parse and reach the proxy logic.
+#[derive(Debug, Arbitrary)]
+struct Shaped {
+    status: Option<u16>,
+    method: u8,
+    uri: u8,
+    headers: Vec<(u8, String)>,
+    keep: [bool; 8],
+    body: String,
+}
+
+const METHODS: &[&str] = &["REGISTER", "OPTIONS", "MESSAGE", "INVITE", "ACK", "BYE", "CANCEL", "SUBSCRIBE"];
+const URIS: &[&str] = &[
+    "sip:example.com",
+    "sip:alice@example.com",
+    "sip:b1@core.example.com:5060;transport=tcp",
+    "sip:b2@core.example.com:5060",
+    "sip:alice@192.0.2.1:5061;transport=tls",
+    "sip:ewf1@edge.example.com:5061;lr",
+    "sip:other.org",
+    "tel:+1234",
+];
+const NAMES: &[&str] = &[
+    "Via", "Route", "Path", "Contact", "Expires", "Record-Route", "Max-Forwards", "To", "From",
+    "Retry-After", "WWW-Authenticate", "Authorization", "CSeq", "Call-ID", "Supported",
+];
+/// Header lines a well-formed message starts from (each kept or dropped by `keep`).
+const BASE: &[&str] = &[
+    "Via: SIP/2.0/TLS edge.example.com:5061;branch=z9hG4bK-ewabc;ewf=1",
+    "Via: SIP/2.0/TCP core.example.com:5060;branch=z9hG4bK-ewdef;ewc=1",
+    "Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKc1",
+    "From: <sip:alice@example.com>;tag=1",
+    "To: <sip:alice@example.com>",
+    "Call-ID: c1",
+    "CSeq: 1 REGISTER",
+    "Contact: <sip:b1@core.example.com:5060;transport=tcp>;expires=60",
+];
+
+impl Shaped {
+    fn bytes(&self) -> Vec<u8> {
+        let mut s = match self.status {
+            Some(code) => format!("SIP/2.0 {} R\r\n", 100 + code % 600),
+            None => format!(
+                "{} {} SIP/2.0\r\n",
+                METHODS[usize::from(self.method) % METHODS.len()],
+                URIS[usize::from(self.uri) % URIS.len()]
+            ),
+        };
+        for (line, keep) in BASE.iter().zip(self.keep) {
+            if keep {
+                s.push_str(line);
+                s.push_str("\r\n");
+            }
+        }
+        for (name, value) in self.headers.iter().take(16) {
+            s.push_str(NAMES[usize::from(*name) % NAMES.len()]);
+            s.push_str(": ");
+            s.push_str(value);
+            s.push_str("\r\n");
+        }
+        s.push_str(&format!("Content-Length: {}\r\n\r\n{}", self.body.len(), self.body));
+        s.into_bytes()
+    }
+}
+
+#[derive(Debug, Arbitrary)]
+enum Input {
+    FromClient { flow: u8, msg: Shaped },
+    FromUcm { conn: u8, msg: Shaped },
+    RawFromClient { flow: u8, bytes: Vec<u8> },
+    RawFromUcm { conn: u8, bytes: Vec<u8> },
+    CloseFlow(u8),
+    Maintenance(bool),
+    Advance(u16),
+}
+
+fn must_parse(bytes: &[u8]) -> Message {
+    match Message::parse(bytes) {
+        Ok(m) => m,
+        Err(e) => panic!("proxy emitted unparsable SIP ({e}): {:?}", String::from_utf8_lossy(bytes)),
+    }
+}
+
+fuzz_target!(|inputs: Vec<Input>| {
+    let counters = Arc::default();
+    let mut edge = EdgeProxy::new("edge.example.com", 5061, Arc::clone(&counters));
+    let node = UcmNode {
+        name: "cucm1".into(),
+        address: "127.0.0.1:5060".into(),
+        socket: "127.0.0.1:5060".parse().expect("addr"),
+        host: "127.0.0.1".into(),
+        transport: UcmTransport::Tcp,
+    };
+    let mut core = CoreProxy::new(
+        CoreSettings {
+            host: "core.example.com".into(),
+            port: 5060,
+            path_headers: false,
+            retry_after_s: 60,
+            domains: vec![DomainConfig { name: "example.com".into(), sip_registrations: true }],
+            nodes: vec![node],
+        },
+        counters,
+    );
+    edge.set_traversal_up(true);
+    core.set_traversal_up(true);
+    core.set_node_connection(0, Some(1));
+    for f in 0..4 {
+        edge.flow_opened(f);
+    }
+    let mut now = Instant::now();
+    for input in inputs.into_iter().take(64) {
+        let input = match input {
+            Input::FromClient { flow, msg } => Input::RawFromClient { flow, bytes: msg.bytes() },
+            Input::FromUcm { conn, msg } => Input::RawFromUcm { conn, bytes: msg.bytes() },
+            other => other,
+        };
+        let mut to_edge: Vec<Vec<u8>> = Vec::new();
+        let mut to_core: Vec<Vec<u8>> = Vec::new();
+        match input {
+            Input::RawFromClient { flow, bytes } => {
+                let Ok(msg) = Message::parse(&bytes) else { continue };
+                let mut out = Vec::new();
+                edge.client_message(u64::from(flow % 5), msg, &mut out);
+                for o in out {
+                    match o {
+                        EdgeOutput::ToClient(_, b) => {
+                            must_parse(&b);
+                        }
+                        EdgeOutput::ToCore(b) => to_core.push(b),
+                    }
+                }
+            }
+            Input::RawFromUcm { conn, bytes } => {
+                let Ok(msg) = Message::parse(&bytes) else { continue };
+                let mut out = Vec::new();
+                core.ucm_message(now, u64::from(conn % 3), msg, &mut out);
+                for o in out {
+                    match o {
+                        CoreOutput::ToUcm(_, b) => {
+                            must_parse(&b);
+                        }
+                        CoreOutput::ToEdge(b) => to_edge.push(b),
+                    }
+                }
+            }
+            Input::CloseFlow(f) => edge.flow_closed(u64::from(f % 5)),
+            Input::Maintenance(on) => {
+                edge.set_maintenance(on);
+                core.set_maintenance(on);
+            }
+            Input::Advance(ms) => {
+                now += Duration::from_millis(u64::from(ms) * 100);
+                core.handle_timeout(now);
+            }
+            Input::FromClient { .. } | Input::FromUcm { .. } => {} // normalised above
+        }
+        // Carry what crosses the traversal zone, a few rounds at most.
+        for _ in 0..4 {
+            for b in std::mem::take(&mut to_core) {
+                let mut out = Vec::new();
+                core.edge_message(now, must_parse(&b), &mut out);
+                for o in out {
+                    match o {
+                        CoreOutput::ToEdge(b) => to_edge.push(b),
+                        CoreOutput::ToUcm(_, b) => {
+                            must_parse(&b);
+                        }
+                    }
+                }
+            }
+            for b in std::mem::take(&mut to_edge) {
+                let mut out = Vec::new();
+                edge.core_message(must_parse(&b), &mut out);
+                for o in out {
+                    match o {
+                        EdgeOutput::ToCore(b) => to_core.push(b),
+                        EdgeOutput::ToClient(_, b) => {
+                            must_parse(&b);
+                        }
+                    }
+                }
+            }
+        }
+        let _ = core.registrations(now);
+    }
+});
