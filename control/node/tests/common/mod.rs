@@ -324,6 +324,8 @@ pub struct ClusterOptions {
     pub core_extra: String,
     pub ucm_extra: Vec<String>,
     pub ucm_tls: bool,
+    /// Send the core's Unified CM traffic here (e.g. kamailio) instead of ucm-sim (TCP).
+    pub registrar: Option<SocketAddr>,
 }
 
 impl Default for ClusterOptions {
@@ -336,6 +338,7 @@ impl Default for ClusterOptions {
             core_extra: String::new(),
             ucm_extra: vec!["--min-expires".into(), "1".into()],
             ucm_tls: false,
+            registrar: None,
         }
     }
 }
@@ -447,8 +450,9 @@ impl Cluster {
             &opts.verify_subject_name,
             &opts.edge_extra,
         ));
-        let (ucm_addr, transport) = match ucm.sip_tls {
-            Some(tls) if opts.ucm_tls => (tls, "tls"),
+        let (ucm_addr, transport) = match (opts.registrar, ucm.sip_tls) {
+            (Some(other), _) => (other, "tcp"),
+            (None, Some(tls)) if opts.ucm_tls => (tls, "tls"),
             _ => (ucm.sip_tcp, "tcp"),
         };
         let core_config = core_config(&dir.0, edge.addr("traversal"), ucm_addr, transport, &opts);
