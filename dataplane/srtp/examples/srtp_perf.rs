@@ -2,7 +2,8 @@
 //! and 1200 bytes, measured exactly as perf-lab/srtp/libsrtp_bench.c measures libsrtp2 (same
 //! chunking, same packets, same key layout). Prints TSV: `edgeway\t<suite>\t<op>\t<size>\t<ns>`.
 //!
-//! Usage: `srtp_perf [iterations]` (default 200000).
+//! Usage: `srtp_perf [iterations] [suite]` (default 200000 packets per row, every suite; a
+//! `suite` name, e.g. `AEAD_AES_128_GCM`, measures that one only, for profiling).
 
 use std::time::Instant;
 
@@ -50,11 +51,15 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
+    let only = std::env::args().nth(2);
     let chunks = iters.div_ceil(CHUNK);
     let mut batch = vec![[0u8; 1200 + ROOM]; CHUNK];
     let mut lens = vec![0usize; CHUNK];
     for profile in SrtpProfile::ALL {
         let name = profile.sdes_name();
+        if only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
         for size in [172usize, 1200] {
             // protect
             let mut tx = context(profile, 1);

@@ -5,7 +5,8 @@
 mod common;
 use common::*;
 use edgeway_srtp::{
-    rekey_rtcp, rekey_rtp, Error, LegCrypto, MasterKey, SrtpConfig, SrtpContext, SrtpProfile,
+    danger, rekey_rtcp, rekey_rtp, Error, LegCrypto, MasterKey, SrtpConfig, SrtpContext,
+    SrtpProfile,
 };
 
 fn protect(tx: &mut SrtpContext, p: &[u8]) -> Vec<u8> {
@@ -369,69 +370,123 @@ fn unencrypted_modes_authenticate_only() {
     assert!(MasterKey::new(profile, &[0; 15], &[0; 14]).is_err());
 }
 
-/// The one-pass counter-mode re-key must be byte-for-byte the two-pass unprotect + protect,
-/// with MKIs, unencrypted modes, payloads around the block and stack-buffer boundaries, and
-/// must leave both contexts untouched when the inbound tag is forged.
+/// The one-pass re-keys (counter mode to counter mode, GCM to GCM) must be byte-for-byte the
+/// two-pass unprotect + protect, with MKIs, unencrypted modes, headers with CSRCs and an
+/// extension, payloads around the block, batch, stack-buffer and one-pass-limit boundaries and
+/// across a ROC wrap, and must leave both contexts untouched when the inbound tag is forged.
 #[test]
-fn one_pass_counter_mode_rekey_equals_two_passes() {
+fn one_pass_rekey_equals_two_passes() {
     let cm = [
         SrtpProfile::AesCm128HmacSha1_80,
         SrtpProfile::AesCm128HmacSha1_32,
         SrtpProfile::AesCm256HmacSha1_80,
         SrtpProfile::AesCm256HmacSha1_32,
     ];
+    let gcm = [SrtpProfile::AeadAes128Gcm, SrtpProfile::AeadAes256Gcm];
+    let pairs = cm
+        .iter()
+        .flat_map(|&a| cm.iter().map(move |&b| (a, b)))
+        .chain(gcm.iter().flat_map(|&a| gcm.iter().map(move |&b| (a, b))));
     let mut rng = Rng(77);
-    for a in cm {
-        for b in cm {
-            for variant in 0..3 {
-                let cfg = |p: SrtpProfile, seed: u8| {
-                    let mut k = key(p, seed);
-                    if variant == 1 {
-                        k = k.with_mki(&[seed, 1, 2]).unwrap();
-                    }
-                    let mut c = SrtpConfig::new(p, k);
-                    // Variant 2: the inbound leg authenticates only.
-                    c.encrypt_rtp = !(variant == 2 && seed == 50);
-                    c
-                };
-                let mut sender = SrtpContext::new(&cfg(a, 50)).unwrap();
-                let mut fused_in = LegCrypto::Srtp(SrtpContext::new(&cfg(a, 50)).unwrap());
-                let mut fused_out = LegCrypto::Srtp(SrtpContext::new(&cfg(b, 51)).unwrap());
-                let mut slow_in = SrtpContext::new(&cfg(a, 50)).unwrap();
-                let mut slow_out = SrtpContext::new(&cfg(b, 51)).unwrap();
-                let mut seq = 65_520u16;
-                for size in [
-                    12usize, 13, 63, 64, 65, 76, 127, 172, 300, 1200, 2060, 2061, 2200,
-                ] {
-                    let mut p = rtp(0x5151, seq, 12);
-                    p.extend(rng.bytes(size - 12));
+    for (a, b) in pairs {
+        // Variant 2 (the inbound leg authenticates only) exists for counter mode only.
+        let variants = if a.is_aead() { 0..2 } else { 0..3 };
+        for variant in variants {
+            let cfg = |p: SrtpProfile, seed: u8| {
+                let mut k = key(p, seed);
+                if variant == 1 {
+                    k = k.with_mki(&[seed, 1, 2]).unwrap();
+                }
+                let mut c = SrtpConfig::new(p, k);
+                c.encrypt_rtp = !(variant == 2 && seed == 50);
+                c
+            };
+            let mut sender = SrtpContext::new(&cfg(a, 50)).unwrap();
+            let mut fused_in = LegCrypto::Srtp(SrtpContext::new(&cfg(a, 50)).unwrap());
+            let mut fused_out = LegCrypto::Srtp(SrtpContext::new(&cfg(b, 51)).unwrap());
+            let mut slow_in = SrtpContext::new(&cfg(a, 50)).unwrap();
+            let mut slow_out = SrtpContext::new(&cfg(b, 51)).unwrap();
+            let mut seq = 65_520u16;
+            for size in [
+                12usize, 13, 27, 28, 29, 63, 64, 65, 76, 127, 172, 195, 203, 204, 205, 219, 220,
+                221, 267, 268, 269, 300, 523, 524, 525, 540, 1200, 2060, 2061, 2200,
+            ] {
+                for extended in [false, true] {
+                    let mut p = if extended {
+                        rtp_with_extension(0x5151, seq)
+                    } else {
+                        rtp(0x5151, seq, 12)
+                    };
+                    let grow = size.saturating_sub(p.len());
+                    p.extend(rng.bytes(grow));
                     seq = seq.wrapping_add(1);
+                    let what = format!(
+                        "{a} -> {b} variant {variant} size {} ext {extended}",
+                        p.len()
+                    );
                     let s = protect(&mut sender, &p);
                     // A forged copy arrives first: refused, and nothing changes.
-                    let mut forged = with_room(&s);
-                    forged[s.len() - 1] ^= 1;
-                    assert_eq!(
-                        rekey_rtp(&mut fused_in, &mut fused_out, &mut forged, s.len()),
-                        Err(Error::AuthFailed),
-                        "{a} -> {b} variant {variant} size {size}"
-                    );
+                    for at in [s.len() - 1, 12.min(s.len() - 1), s.len() / 2] {
+                        let mut forged = with_room(&s);
+                        forged[at] ^= 0x10;
+                        assert!(
+                            rekey_rtp(&mut fused_in, &mut fused_out, &mut forged, s.len()).is_err(),
+                            "{what}: forged at {at}"
+                        );
+                    }
                     let mut fast = with_room(&s);
                     let n = rekey_rtp(&mut fused_in, &mut fused_out, &mut fast, s.len()).unwrap();
                     let mut slow = with_room(&s);
                     let m = slow_in.unprotect_rtp(&mut slow, s.len()).unwrap();
                     let m = slow_out.protect_rtp(&mut slow, m).unwrap();
-                    assert_eq!(
-                        &fast[..n],
-                        &slow[..m],
-                        "{a} -> {b} variant {variant} size {size}"
-                    );
+                    assert_eq!(hex::encode(&fast[..n]), hex::encode(&slow[..m]), "{what}");
                     let mut again = with_room(&s);
-                    assert!(matches!(
-                        rekey_rtp(&mut fused_in, &mut fused_out, &mut again, s.len()),
-                        Err(Error::Replayed { .. })
-                    ));
+                    assert!(
+                        matches!(
+                            rekey_rtp(&mut fused_in, &mut fused_out, &mut again, s.len()),
+                            Err(Error::Replayed { .. })
+                        ),
+                        "{what}: replay"
+                    );
                 }
             }
         }
+    }
+}
+
+/// RFC 7714 §16.1.1 and §16.2.1 through the one-pass GCM re-key: the vector's packet re-keyed
+/// from its own key to the same key comes out unchanged (so the pass computes the RFC's tag,
+/// independently of ring), and to another key it decrypts to the vector's plaintext.
+#[test]
+fn one_pass_gcm_rekey_reproduces_rfc7714_vectors() {
+    let protected_128 = "8040f17b8041f8d35501a0b2f24de3a3fb34de6cacba861c9d7e4bcabe633bd50d294e6f42a5f47a51c7d19b36de3adf8833899d7f27beb16a9152cf765ee4390cce";
+    let protected_256 = "8040f17b8041f8d35501a0b232b1de78a822fe12ef9f78fa332e33aab18012389a58e2f3b50b2a0276ffae0f1ba63799b87b7aa3db36dfffd6b0f9bb7878d7a76c13";
+    let plain = hex::decode(
+        "8040f17b8041f8d35501a0b247616c6c696120657374206f6d6e69732064697669736120696e20706172746573207472 6573"
+            .replace(' ', ""),
+    )
+    .unwrap();
+    let salt = hex::decode("517569642070726f2071756f").unwrap();
+    let key: Vec<u8> = (0..32u8).collect();
+    for (profile, protected) in [
+        (SrtpProfile::AeadAes128Gcm, protected_128),
+        (SrtpProfile::AeadAes256Gcm, protected_256),
+    ] {
+        let protected = hex::decode(protected).unwrap();
+        let k = &key[..profile.master_key_len()];
+        let ctx = || danger::context_from_session_keys(profile, k, &salt, &[]).unwrap();
+        let mut inbound = LegCrypto::Srtp(ctx());
+        let mut same = LegCrypto::Srtp(ctx());
+        let mut buf = with_room(&protected);
+        let n = rekey_rtp(&mut inbound, &mut same, &mut buf, protected.len()).unwrap();
+        assert_eq!(hex::encode(&buf[..n]), hex::encode(&protected), "{profile}");
+        let mut other = LegCrypto::Srtp(context(profile, 9));
+        let mut inbound = LegCrypto::Srtp(ctx());
+        let mut buf = with_room(&protected);
+        let n = rekey_rtp(&mut inbound, &mut other, &mut buf, protected.len()).unwrap();
+        assert_eq!(
+            unprotect(&mut context(profile, 9), &buf[..n]).unwrap(),
+            plain
+        );
     }
 }
