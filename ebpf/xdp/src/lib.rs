@@ -466,6 +466,32 @@ impl MediaProgram {
         Ok(result.duration.as_nanos() as f64)
     }
 
+    /// Injects `count` copies of `frame` as live frames arriving on `ingress_ifindex`
+    /// (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES`, Linux 5.18+), `batch` at a
+    /// time: the program runs on each, and what it returns really happens (XDP_TX leaves by
+    /// that interface, XDP_REDIRECT by the map's, XDP_PASS goes up the stack). A packet
+    /// generator that is no socket, on the calling thread's CPU; perf-lab/xdp drives it.
+    /// Returns the kernel's mean time per frame.
+    pub fn inject_live(
+        &self,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        count: u32,
+        batch: u32,
+    ) -> Result<std::time::Duration> {
+        let xdp = self.xdp()?;
+        check_test_packet(frame)?;
+        let ctx = xdp_md(frame.len() as u32, ingress_ifindex);
+        let result = xdp.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx[..]),
+            repeat: count.max(1),
+            attrs: aya::programs::TestRunAttrs::new().xdp_live_frames(batch.max(1)),
+            ..TestRunOptions::default()
+        })?;
+        Ok(result.duration)
+    }
+
     /// Runs the program once on `packet` (an Ethernet frame) through `BPF_PROG_TEST_RUN`, as
     /// if it arrived on interface `ingress_ifindex` (0: loopback), and returns the action and
     /// the packet as the program left it.
