@@ -248,6 +248,17 @@ static __always_inline struct flow_counters *flow_counters(const struct flow_key
 	return bpf_map_lookup_elem(&flow_stats, key);
 }
 
+/* Counts a packet received for `key` on its entry's per-CPU counters; returns them. */
+static __always_inline struct flow_counters *count_rx(const struct flow_key *key, __u32 payload_len)
+{
+	struct flow_counters *fc = flow_counters(key);
+	if (fc) {
+		fc->rx_packets++;
+		fc->rx_bytes += payload_len;
+	}
+	return fc;
+}
+
 static __always_inline struct xdp_latch *latch_of(const struct flow_key *key)
 {
 	struct xdp_latch *l = bpf_map_lookup_elem(&latches, key);
@@ -309,11 +320,7 @@ static __always_inline int relay(struct xdp_md *ctx, struct xdp_counters *nc,
 				 struct udphdr *udp, __u32 payload_len)
 {
 	void *end = (void *)(long)ctx->data_end;
-	struct flow_counters *fc = flow_counters(key);
-	if (fc) {
-		fc->rx_packets++;
-		fc->rx_bytes += payload_len;
-	}
+	struct flow_counters *fc = count_rx(key, payload_len);
 	if (payload_len == 0) {
 		if (fc)
 			fc->keepalives_rx++;
@@ -495,6 +502,9 @@ int edgeway_media(struct xdp_md *ctx)
 	case ACTION_RELAY:
 		return relay(ctx, nc, cfg, &key, entry, eth, ip, udp, payload_len);
 	case ACTION_REKEY: {
+		/* Counted here too, so the live view (edgewayctl flows top) sees re-key legs; the
+		 * owning worker counts what it relays in the flow table. */
+		count_rx(&key, payload_len);
 		if (cfg->mode & XDP_MODE_STEER) {
 			__u32 worker = entry->worker;
 			__u32 *cpu = bpf_map_lookup_elem(&worker_cpus, &worker);
@@ -506,14 +516,8 @@ int edgeway_media(struct xdp_md *ctx)
 		nc->passed_packets++;
 		return XDP_PASS;
 	}
-	case ACTION_DROP: {
-		struct flow_counters *fc = flow_counters(&key);
-		if (fc) {
-			fc->rx_packets++;
-			fc->rx_bytes += payload_len;
-		}
-		return drop(nc, fc, DROP_ACTION_DROP);
-	}
+	case ACTION_DROP:
+		return drop(nc, count_rx(&key, payload_len), DROP_ACTION_DROP);
 	default:
 		return drop(nc, 0, DROP_BAD_ENTRY);
 	}

@@ -206,6 +206,9 @@ fn a_scan_of_the_core_media_range_reaches_no_socket_and_the_call_beside_it_loses
         after.steered_packets - before.steered_packets >= 501,
         "the call and one scan packet steered to the worker's CPU: {after:?}"
     );
+    // The live view counts the re-key leg too (edgewayctl flows list/top read this).
+    let leg = xdp.flow_counters(FlowKey::port(port)).unwrap().unwrap();
+    assert!(leg.rx_packets >= 502, "{leg:?}");
     assert_scan_reached_no_socket(&t.ns("core"), &dp, no_ports, worker_no_flow);
     drop(dp);
     drop(xdp);
