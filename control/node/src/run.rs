@@ -46,6 +46,8 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError
     move |source| NodeError::Io { what, source }
 }
 
+/// Bytes read from a connection at a time.
+const READ_BUFFER: usize = 2048;
 /// Messages queued per client connection before it counts as a slow reader.
 const CLIENT_QUEUE: usize = 256;
 /// Messages queued towards the traversal peer or a Unified CM connection.
@@ -105,7 +107,9 @@ where
     R: AsyncRead + Unpin,
 {
     let mut framer = StreamFramer::new(limits);
-    let mut buf = vec![0u8; 16 * 1024];
+    // Small on purpose: one per connection, and idle connections dominate (a larger
+    // message just takes more reads).
+    let mut buf = vec![0u8; READ_BUFFER];
     loop {
         let n = match tokio::time::timeout(idle, reader.read(&mut buf)).await {
             Err(_) => return ReadEnd::Idle,
