@@ -15,7 +15,7 @@
 //! (default `127.0.0.1:0`), `--users FILE` or `--generate-users N --password-prefix P`,
 //! `--domain D` (repeatable; none = any), `--realm R` (default `ccmsipline`),
 //! `--min-expires`, `--max-expires`, `--nonce-lifetime`, `--max-message-size`,
-//! `--threads`, `--ready-file PATH`, `--config FILE` (the same names in TOML, `_` for `-`:
+//! `--tls-handshake-timeout`, `--threads`, `--ready-file PATH`, `--config FILE` (the same names in TOML, `_` for `-`:
 //! see [`Settings`]).
 //!
 //! **Ready file**: once every listener is bound, one JSON line is written (atomically, by

@@ -1,7 +1,7 @@
 //! The IO layer: TCP and TLS listeners, one task per connection framing SIP with
 //! `StreamFramer` and handing requests to the shared `Registrar`, and the admin API.
 //!
-//! Per connection the task holds the stream (and rustls state), a framer, a 2 KiB read
+//! Per connection the task holds the stream (and rustls state), a framer, a 1 KiB read
 //! buffer and a small channel through which the admin API's `send` writes requests down
 //! that same connection. A connection whose bytes cannot be framed (malformed or
 //! oversized message) gets a best-effort 400/513 and is closed: the stream cannot be
@@ -26,10 +26,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
-/// Read buffer per connection: a REGISTER is well under 2 KiB; larger ones take two reads.
-const READ_BUF: usize = 2048;
-/// A TLS client that has not finished its handshake by then is dropped (slow clients).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read buffer per connection (held for the connection's life, so small): a REGISTER
+/// through a proxy is about 1 KiB; larger messages take more reads.
+const READ_BUF: usize = 1024;
 /// Default wait for the final response to an admin `send` (RFC 3261 Timer F is 32 s).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -88,6 +87,8 @@ struct Shared {
     connections: Mutex<HashMap<ConnectionId, ConnectionHandle>>,
     pending: Mutex<HashMap<String, oneshot::Sender<FinalResponse>>>,
     limits: ParseLimits,
+    /// A TLS client that has not finished its handshake by then is dropped (slow clients).
+    handshake_timeout: Duration,
     io: IoCounters,
     next_connection: AtomicU64,
 }
@@ -127,6 +128,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         connections: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
         limits,
+        handshake_timeout: Duration::from_secs(settings.tls_handshake_timeout.unwrap_or(10)),
         io: IoCounters::default(),
         next_connection: AtomicU64::new(1),
     });
@@ -254,7 +256,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, tls: Option<Tls
                 }
                 Some(acceptor) => {
                     let stream =
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        match tokio::time::timeout(shared.handshake_timeout, acceptor.accept(tcp))
+                            .await
+                        {
                             Ok(Ok(s)) => s,
                             _ => {
                                 IoCounters::bump(&shared.io.tls_handshake_failures);
@@ -283,8 +287,9 @@ where
     shared.io.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut framer = StreamFramer::new(shared.limits);
     let mut buf = vec![0u8; READ_BUF];
-    let mut out = Vec::new();
     loop {
+        // Responses are built fresh per read: an idle connection keeps no output buffer.
+        let mut out = Vec::new();
         tokio::select! {
             read = stream.read(&mut buf) => {
                 let n = match read {
@@ -298,14 +303,10 @@ where
                     let _ = stream.write_all(&out).await;
                     break;
                 }
-                if !out.is_empty() {
-                    if stream.write_all(&out).await.is_err() || stream.flush().await.is_err() {
-                        break;
-                    }
-                    out.clear();
-                    if out.capacity() > READ_BUF * 4 {
-                        out = Vec::new(); // don't keep a large response's buffer per connection
-                    }
+                if !out.is_empty()
+                    && (stream.write_all(&out).await.is_err() || stream.flush().await.is_err())
+                {
+                    break;
                 }
             }
             Some(msg) = rx.recv() => {

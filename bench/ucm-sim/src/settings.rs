@@ -61,6 +61,9 @@ pub struct Settings {
     /// Largest SIP message accepted in bytes; larger closes the connection [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// Seconds a TLS client has to finish its handshake before it is dropped [default: 10].
+    #[arg(long, value_name = "S")]
+    pub tls_handshake_timeout: Option<u64>,
     /// Runtime worker threads [default: 2].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -97,6 +100,7 @@ impl Settings {
             max_expires: self.max_expires.or(base.max_expires),
             nonce_lifetime: self.nonce_lifetime.or(base.nonce_lifetime),
             max_message_size: self.max_message_size.or(base.max_message_size),
+            tls_handshake_timeout: self.tls_handshake_timeout.or(base.tls_handshake_timeout),
             threads: self.threads.or(base.threads),
             ready_file: self.ready_file.or(base.ready_file),
         }

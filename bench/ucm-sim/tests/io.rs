@@ -248,3 +248,77 @@ fn unknown_user_wrong_password_and_unknown_domain() {
         .send("OPTIONS", "alice")
         .is_err_and(|e| e.contains("no registered")));
 }
+
+#[test]
+fn bindings_expire_over_time() {
+    let ucm = UcmSim::spawn(
+        env!("CARGO_BIN_EXE_ucm-sim").as_ref(),
+        &UcmSimOptions {
+            extra_args: vec!["--min-expires".into(), "1".into()],
+            ..UcmSimOptions::tcp_with_users(ALICE)
+        },
+    );
+    let mut c = Client::connect(ucm.sip_tcp.expect("tcp"));
+    let challenge = c.register("alice", 1, 2, None);
+    let www = challenge
+        .headers
+        .first(&HeaderName::WwwAuthenticate)
+        .expect("challenge");
+    let ch = Auth::parse("WWW-Authenticate", www).expect("parses");
+    let auth = client_authorization(
+        &ch,
+        "alice",
+        "alice-pw",
+        "REGISTER",
+        "sip:example.com",
+        1,
+        "x",
+    )
+    .expect("realm and nonce");
+    let ok = c.register("alice", 2, 2, Some(&auth));
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ucm.bindings().len(), 1);
+    std::thread::sleep(Duration::from_millis(3500));
+    assert!(ucm.bindings().is_empty(), "the 2 s binding expired");
+    assert_eq!(ucm.counter("bindings_expired"), 1);
+    assert_eq!(
+        ucm.send("OPTIONS", "alice"),
+        Err("user \"alice\" has no registered contact".to_owned())
+    );
+}
+
+#[test]
+fn slow_and_garbage_tls_clients_are_dropped_and_counted() {
+    let dir = edgeway_testkit::peers::ScratchDir::new("ucm-io-tls");
+    let (_pki, cert) = common::server_cert(&dir, "ucm");
+    let ucm = UcmSim::spawn(
+        env!("CARGO_BIN_EXE_ucm-sim").as_ref(),
+        &UcmSimOptions {
+            extra_args: vec!["--tls-handshake-timeout".into(), "1".into()],
+            ..UcmSimOptions::tcp_with_users(ALICE)
+        }
+        .with_tls(&cert.cert_pem, &cert.key_pem),
+    );
+    let tls = ucm.sip_tls.expect("tls");
+    // Plain SIP on the TLS port is not a ClientHello.
+    let mut garbage = TcpStream::connect(tls).expect("connect");
+    garbage
+        .write_all(b"OPTIONS sip:x SIP/2.0\r\n\r\n")
+        .expect("write");
+    // A client that never speaks holds nothing after the handshake timeout.
+    let mut silent = TcpStream::connect(tls).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    assert!(matches!(silent.read(&mut byte), Ok(0)), "closed by ucm-sim");
+    let c = ucm.counters();
+    assert_eq!(c["tls_handshake_failures"], 2, "{c}");
+    assert_eq!(c["connections_open"], 0, "{c}");
+    // Meanwhile plain TCP works as before.
+    let mut ok = Client::connect(ucm.sip_tcp.expect("tcp"));
+    assert_eq!(
+        ok.register_with_password("alice", "alice-pw", 1).status,
+        200
+    );
+}
