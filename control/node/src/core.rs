@@ -618,11 +618,7 @@ impl CoreProxy {
         let mut restored = Vec::new();
         for c in listed {
             let expires = c.expires().or(header_expires).unwrap_or(DEFAULT_EXPIRES);
-            let uri = c.uri.to_string();
-            let id = self.bindings.values().find_map(|b| {
-                let registered = NameAddr::parse(&b.registered_contact).ok()?;
-                (b.aor == pending.aor && registered.uri.to_string() == uri).then_some(b.id)
-            });
+            let id = self.binding_for_registered(&pending.aor, &c.uri);
             let Some(id) = id else {
                 restored.push(c.to_string());
                 continue;
@@ -653,6 +649,41 @@ impl CoreProxy {
         }
     }
 
+    /// The binding a Contact in a registrar's 2xx stands for, in O(1): the id in the
+    /// rewritten Contact's user part, or (Path mode, Contact preserved) the AOR and URI.
+    fn binding_for_registered(&self, aor: &str, uri: &Uri) -> Option<u64> {
+        let id = if self.path_headers {
+            *self.by_contact.get(&(aor.to_owned(), uri.to_string()))?
+        } else {
+            self.own_binding_id(uri)?
+        };
+        self.bindings
+            .get(&id)
+            .filter(|b| b.aor == aor)
+            .map(|b| b.id)
+    }
+
+    /// Whether a URI names this core (host and port).
+    fn is_own_uri(&self, uri: &Uri) -> bool {
+        uri.as_sip().is_some_and(|s| {
+            s.host.to_string().eq_ignore_ascii_case(&self.host)
+                && s.port.unwrap_or(5060) == self.port
+        })
+    }
+
+    /// `b<id>` in a URI at this core's host and port.
+    fn own_binding_id(&self, uri: &Uri) -> Option<u64> {
+        if !self.is_own_uri(uri) {
+            return None;
+        }
+        uri.as_sip()?
+            .user
+            .as_deref()?
+            .strip_prefix(BINDING_USER_PREFIX)?
+            .parse()
+            .ok()
+    }
+
     fn ucm_request(&mut self, conn: ConnId, mut req: Request, out: &mut Vec<CoreOutput>) {
         let reply = |out: &mut Vec<CoreOutput>, bytes| out.push(CoreOutput::ToUcm(conn, bytes));
         let via = match check_request(&req, &self.counters) {
@@ -674,34 +705,20 @@ impl CoreProxy {
         if let Err(bytes) = hop(&mut req) {
             return reply(out, bytes);
         }
-        let is_own = |uri: &Uri| {
-            uri.as_sip().is_some_and(|s| {
-                s.host.to_string().eq_ignore_ascii_case(&self.host)
-                    && s.port.unwrap_or(5060) == self.port
-            })
-        };
         let top_route_is_own = req
             .headers
             .routes()
             .ok()
-            .and_then(|r| r.first().map(|r| is_own(&r.uri)))
+            .and_then(|r| r.first().map(|r| self.is_own_uri(&r.uri)))
             .unwrap_or(false);
         if top_route_is_own {
             // Path mode: Unified CM routes through the core's Path, then the edge's.
             let _ = req.headers.remove_first_value(&HeaderName::Route);
         } else {
-            let binding = req.uri.as_sip().and_then(|s| {
-                if !is_own(&req.uri) {
-                    return None;
-                }
-                let id: u64 = s
-                    .user
-                    .as_deref()?
-                    .strip_prefix(BINDING_USER_PREFIX)?
-                    .parse()
-                    .ok()?;
-                self.bindings.get(&id).filter(|b| b.expires_at.is_some())
-            });
+            let binding = self
+                .own_binding_id(&req.uri)
+                .and_then(|id| self.bindings.get(&id))
+                .filter(|b| b.expires_at.is_some());
             let Some(binding) = binding else {
                 return reply(
                     out,

@@ -48,6 +48,8 @@ fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError
 
 /// Bytes read from a connection at a time.
 const READ_BUFFER: usize = 2048;
+/// Most bytes coalesced into one write.
+const WRITE_BATCH: usize = 64 * 1024;
 /// Messages queued per client connection before it counts as a slow reader.
 const CLIENT_QUEUE: usize = 256;
 /// Messages queued towards the traversal peer or a Unified CM connection.
@@ -74,7 +76,15 @@ where
 {
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(capacity);
     let task = tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
+        while let Some(mut bytes) = rx.recv().await {
+            // Coalesce what is already queued into one write: one TLS record and one
+            // syscall for a burst instead of one per message (the traversal carries all).
+            while bytes.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(more) => bytes.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
             if writer.write_all(&bytes).await.is_err() {
                 return;
             }
