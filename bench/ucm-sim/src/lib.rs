@@ -15,7 +15,7 @@
 //! (default `127.0.0.1:0`), `--users FILE` or `--generate-users N --password-prefix P`,
 //! `--domain D` (repeatable; none = any), `--realm R` (default `ccmsipline`),
 //! `--min-expires`, `--max-expires`, `--nonce-lifetime`, `--max-message-size`,
-//! `--tls-handshake-timeout`, `--threads`, `--ready-file PATH`, `--config FILE` (the same names in TOML, `_` for `-`:
+//! `--tls-handshake-timeout`, `--require-tls-for-secure`, `--threads`, `--ready-file PATH`, `--config FILE` (the same names in TOML, `_` for `-`:
 //! see [`Settings`]).
 //!
 //! **Ready file**: once every listener is bound, one JSON line is written (atomically, by
@@ -37,7 +37,8 @@
 //! **Admin API**: TCP on 127.0.0.1, JSON lines; one request object per line, one
 //! response object per line, `{"ok":true,...}` or `{"ok":false,"error":"..."}`:
 //! * `{"cmd":"bindings"}` → `{"ok":true,"bindings":[BindingView...]}` (see [`BindingView`]:
-//!   user, number, aor, contact, path, expires, connection, transport, peer);
+//!   user, number, security_profile, aor, contact, path, expires, connection, transport,
+//!   peer);
 //! * `{"cmd":"counters"}` → `{"ok":true,"counters":{...}}`: [`RegistrarCounters`] plus the
 //!   IO layer's (`connections_open`, `connections_accepted`, `tls_handshake_failures`,
 //!   `framing_errors`, `oversized`, `keepalives`, `sent`, `send_failures`);

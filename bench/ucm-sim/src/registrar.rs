@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use crate::digest::{DigestAuthenticator, DigestConfig, DigestVerdict};
 use crate::error::UcmSimError;
-use crate::users::{User, UserDirectory};
+use crate::users::{SecurityProfile, User, UserDirectory};
 
 /// Identifies one accepted TCP/TLS connection (assigned by the IO layer).
 pub type ConnectionId = u64;
@@ -78,6 +78,11 @@ pub struct RegistrarConfig {
     pub default_expires: u32,
     /// Most contacts one user may hold; more are refused with 403 (bounds memory).
     pub max_bindings_per_user: usize,
+    /// Refuse (403) a REGISTER for a user with the secure (encrypted) phone security profile
+    /// that arrives over plain TCP: a cluster in mixed mode takes those devices over TLS
+    /// only (the core's CEtls zone). Off: secure profiles are "downgraded to use TCP", as
+    /// the deployment guide says of a cluster not in mixed mode.
+    pub require_tls_for_secure: bool,
     /// Digest settings.
     pub digest: DigestConfig,
 }
@@ -90,6 +95,7 @@ impl Default for RegistrarConfig {
             max_expires: 3600,
             default_expires: 3600,
             max_bindings_per_user: 10,
+            require_tls_for_secure: false,
             digest: DigestConfig::default(),
         }
     }
@@ -123,6 +129,8 @@ pub struct RegistrarCounters {
     pub unknown_users: u64,
     /// REGISTERs for domains not served: 403.
     pub unknown_domains: u64,
+    /// Secure-profile users registering over plain TCP when TLS is required: 403.
+    pub profile_mismatches: u64,
     /// Requests refused as malformed: 400.
     pub bad_requests: u64,
     /// Expiry below the minimum: 423.
@@ -167,6 +175,8 @@ pub struct BindingView {
     pub user: String,
     /// The user's directory number.
     pub number: String,
+    /// The user's phone security profile.
+    pub security_profile: SecurityProfile,
     /// The address of record registered (the To URI).
     pub aor: String,
     /// The Contact URI.
@@ -346,6 +356,19 @@ impl Registrar {
             ));
         };
         let user = user.clone();
+        if self.config.require_tls_for_secure
+            && user.security_profile == SecurityProfile::Secure
+            && origin.transport != Transport::Tls
+        {
+            self.counters.profile_mismatches += 1;
+            return Err(Refusal::new(403, "Secure Profile Requires TLS").with(
+                HeaderName::Warning,
+                format!(
+                    "399 ucm-sim \"user {} has an encrypted phone security profile: register over TLS\"",
+                    user.name
+                ),
+            ));
+        }
         self.authenticate(now, req, &user)?;
 
         let contacts = req.headers.contacts().map_err(Refusal::bad)?;
@@ -590,16 +613,16 @@ impl Registrar {
             .bindings
             .iter()
             .flat_map(|(name, list)| {
-                let number = self
-                    .users
-                    .find(name)
-                    .map(|u| u.number.clone())
-                    .unwrap_or_default();
+                let user = self.users.find(name);
+                let number = user.map(|u| u.number.clone()).unwrap_or_default();
+                let security_profile =
+                    user.map_or(SecurityProfile::NonSecure, |u| u.security_profile);
                 list.iter()
                     .filter(move |b| b.expires_at > now)
                     .map(move |b| BindingView {
                         user: name.clone(),
                         number: number.clone(),
+                        security_profile,
                         aor: b.aor.clone(),
                         contact: b.key.clone(),
                         path: b.path.clone(),
@@ -793,7 +816,6 @@ pub fn refusal_for_unparsed(raw: &[u8], status: u16, why: &str) -> Option<Vec<u8
 mod tests {
     use super::*;
     use crate::digest::client_authorization;
-    use crate::users::SecurityProfile;
     use edgeway_sip::Message;
 
     const ORIGIN: Origin = Origin {
@@ -1034,6 +1056,28 @@ mod tests {
             .first(&HeaderName::WwwAuthenticate)
             .expect("challenge");
         assert!(www.contains("stale=true"), "{www}");
+    }
+
+    #[test]
+    fn secure_profile_over_tcp_refused_when_tls_is_required() {
+        let now = Instant::now();
+        let mut r = registrar(now);
+        r.config.require_tls_for_secure = true;
+        let tcp = Origin {
+            transport: Transport::Tcp,
+            ..ORIGIN
+        };
+        let resp = r
+            .handle_request(now, &register("alice", "example.com", 1, CONTACT), &tcp)
+            .expect("response");
+        assert_eq!(
+            (resp.status, resp.reason.as_str()),
+            (403, "Secure Profile Requires TLS")
+        );
+        assert_eq!(r.counters().profile_mismatches, 1);
+        // Over TLS (ORIGIN) the same user is challenged as usual.
+        assert_eq!(alice(&mut r, now, 2, CONTACT).status, 200);
+        assert_eq!(r.bindings(now)[0].security_profile, SecurityProfile::Secure);
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub struct Settings {
     /// Largest SIP message accepted in bytes; larger closes the connection [default: 65536].
     #[arg(long, value_name = "BYTES")]
     pub max_message_size: Option<usize>,
+    /// Refuse (403) secure-profile users registering over plain TCP, as a cluster in mixed
+    /// mode does; by default they are accepted ("downgraded to TCP").
+    #[arg(long)]
+    #[serde(default)]
+    pub require_tls_for_secure: bool,
     /// Seconds a TLS client has to finish its handshake before it is dropped [default: 10].
     #[arg(long, value_name = "S")]
     pub tls_handshake_timeout: Option<u64>,
@@ -100,6 +105,7 @@ impl Settings {
             max_expires: self.max_expires.or(base.max_expires),
             nonce_lifetime: self.nonce_lifetime.or(base.nonce_lifetime),
             max_message_size: self.max_message_size.or(base.max_message_size),
+            require_tls_for_secure: self.require_tls_for_secure || base.require_tls_for_secure,
             tls_handshake_timeout: self.tls_handshake_timeout.or(base.tls_handshake_timeout),
             threads: self.threads.or(base.threads),
             ready_file: self.ready_file.or(base.ready_file),
@@ -119,6 +125,7 @@ impl Settings {
             max_expires: self.max_expires.unwrap_or(d.max_expires),
             default_expires: d.default_expires,
             max_bindings_per_user: d.max_bindings_per_user,
+            require_tls_for_secure: self.require_tls_for_secure,
             digest: DigestConfig {
                 realm: self.realm.clone().unwrap_or(d.digest.realm),
                 nonce_lifetime: self

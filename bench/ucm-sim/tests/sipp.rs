@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgeway_testkit::peers::{
     require_peer, sipp_scenario as scenario, sipp_users_csv, ScratchDir, Sipp, SippTransport,
@@ -116,18 +116,7 @@ fn options_reach_a_sipp_client_down_its_own_tls_connection() {
             .arg("-aa")
             .run()
     });
-    let end = Instant::now() + Duration::from_secs(10);
-    let binding = loop {
-        if let Some(b) = ucm.bindings().into_iter().next() {
-            break b;
-        }
-        assert!(
-            Instant::now() < end,
-            "sipp did not register: {}",
-            ucm.output()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let binding = ucm.wait_for_bindings(1, Duration::from_secs(10)).remove(0);
     assert_eq!(binding["transport"], "tls");
     assert_eq!(ucm.send("OPTIONS", "user0001"), Ok(200));
     let run = client.join().expect("sipp thread");

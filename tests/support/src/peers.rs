@@ -325,11 +325,32 @@ impl UcmSim {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("admin reply {line:?}: {e}"))
     }
 
-    /// The live bindings (`{"user","number","aor","contact","path","expires","connection",
-    /// "transport","peer"}` objects).
+    /// The live bindings (`{"user","number","security_profile","aor","contact","path",
+    /// "expires","connection","transport","peer"}` objects).
     pub fn bindings(&self) -> Vec<Value> {
         let r = self.admin(&json!({"cmd": "bindings"}));
         r["bindings"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until at least `count` bindings are live and returns them.
+    ///
+    /// # Panics
+    /// After `timeout`, with the bindings and ucm-sim's output.
+    pub fn wait_for_bindings(&self, count: usize, timeout: Duration) -> Vec<Value> {
+        let end = Instant::now() + timeout;
+        loop {
+            let b = self.bindings();
+            if b.len() >= count {
+                return b;
+            }
+            assert!(
+                Instant::now() < end,
+                "{} of {count} bindings after {timeout:?}: {b:?}\n{}",
+                b.len(),
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// All counters.
