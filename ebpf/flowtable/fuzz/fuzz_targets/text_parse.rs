@@ -4,7 +4,8 @@
 //! parameters), so that well-formed keying is reached without a dictionary. Properties: typed
 //! errors of the right variant, never a panic; what parses formats to text that parses back
 //! to the same value; `a=crypto` lines give SRTP parameters the data plane can build a
-//! context from; node names never leave `SHM_ROOT`.
+//! context from; node names never leave `SHM_ROOT`; the XDP status file's views never panic
+//! and its attachments round-trip.
 #![no_main]
 
 use std::ffi::OsStr;
@@ -12,7 +13,7 @@ use std::path::Path;
 
 use edgeway_flowtable::{
     format_endpoint, format_key, parse_endpoint, parse_key, srtp_params_from_crypto, suite_name,
-    Error, FlowTable, SHM_ROOT,
+    Error, FlowTable, XdpStatus, SHM_ROOT,
 };
 use edgeway_srtp::{MasterKey, SrtpConfig, SrtpContext, SrtpProfile};
 use libfuzzer_sys::fuzz_target;
@@ -182,12 +183,38 @@ fn crypto_line(data: &[u8]) -> String {
     line
 }
 
+/// The XDP status file (`<table dir>/xdp`) as a reader sees it: whatever it holds, the
+/// views never panic, and attachments with plain interface names and modes write and read
+/// back unchanged.
+fn check_xdp_status(text: &str) {
+    let status = XdpStatus {
+        lines: text.lines().map(str::to_owned).collect(),
+    };
+    let _ = (
+        status.off_reason(),
+        status.pin_dir(),
+        status.notes().count(),
+    );
+    let mut again = XdpStatus::default();
+    let plain = |s: &str| !s.is_empty() && !s.contains(['(', ')', ';', '\n', '\r']);
+    let attached: Vec<_> = status
+        .attachments()
+        .into_iter()
+        .filter(|a| plain(&a.interface) && plain(&a.mode) && !a.interface.contains(' '))
+        .collect();
+    for a in &attached {
+        again.push_attached(a);
+    }
+    assert_eq!(again.attachments(), attached, "{text:?}");
+}
+
 fuzz_target!(|data: &[u8]| {
     if data.first().is_some_and(|b| b & 1 == 1) {
         check(&crypto_line(data));
     }
     let text = String::from_utf8_lossy(data);
     check(&text);
+    check_xdp_status(&text);
     for line in text.lines().take(4) {
         if line.len() != text.len() {
             check(line);
