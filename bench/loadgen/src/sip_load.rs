@@ -252,6 +252,9 @@ pub struct LoadReport {
     pub sut_cpu: Vec<ProcessCpu>,
     /// The open-file soft limit the run had.
     pub nofile_limit: Option<u64>,
+    /// The generator's peak resident memory (VmHWM), KiB: what holding the run's
+    /// connections cost on the client side.
+    pub gen_peak_rss_kb: Option<u64>,
 }
 
 /// Why one client's registration or held connection ended badly.
@@ -623,6 +626,13 @@ async fn client_task(
     let _ = conn.tls.shutdown().await;
 }
 
+/// This process's peak resident set (VmHWM) in KiB, from /proc/self/status.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
 /// The open-file soft limit, from /proc/self/limits.
 fn nofile_soft_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -796,6 +806,7 @@ async fn drive(params: LoadParams, nofile: Option<u64>) -> LoadReport {
             })
             .collect(),
         nofile_limit: nofile,
+        gen_peak_rss_kb: peak_rss_kb(),
     }
 }
 
