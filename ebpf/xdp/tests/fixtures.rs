@@ -483,7 +483,11 @@ fn every_path_and_drop_reason_through_prog_test_run() {
         steered + 1
     );
     // Counted per flow as well, passed or steered, for the live view.
-    let c = b.prog.flow_counters(rekey).expect("counters").expect("some");
+    let c = b
+        .prog
+        .flow_counters(rekey)
+        .expect("counters")
+        .expect("some");
     assert_eq!((c.rx_packets, c.rx_bytes), (2, 2 * 32), "{c:?}");
 
     // Relay off (the workers carry all media): relay legs pass to the stack untouched.
