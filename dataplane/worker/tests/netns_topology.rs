@@ -23,17 +23,7 @@ use edgeway_testkit::{repo_root, root_or_skip};
 use edgeway_xdp::PinnedMaps;
 
 fn netns_script(args: &[&str]) -> String {
-    let out = Command::new(repo_root().join("scripts/netns"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "scripts/netns {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    run_ok(&repo_root().join("scripts/netns"), args)
 }
 
 fn namespaces_with(prefix: &str) -> Vec<String> {

@@ -165,6 +165,40 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
     let relayed = xdp.counters().unwrap().relayed_packets - relayed_before;
     assert!(relayed >= 200, "the kernel relayed the call: {relayed}");
 
+    // The operator's view of it: edgewayctl status and flows, from the table and the pins.
+    let ctl = edgewayctl_binary();
+    let dir = dp.dir.display().to_string();
+    let status = run_ok(&ctl, &["status", "--shm-dir", &dir]);
+    assert!(status.contains("data plane: running"), "{status}");
+    let xdp_line: Vec<&str> = status.lines().filter(|l| l.starts_with("xdp")).collect();
+    assert_eq!(xdp_line.len(), 1, "said once: {status}");
+    assert!(
+        xdp_line[0].starts_with("xdp: generic: attached to e0 (generic, pinned link"),
+        "{status}"
+    );
+    assert!(xdp_line[0].contains("attached to e1 (generic"), "{status}");
+    let list: serde_json::Value = serde_json::from_str(&run_ok(
+        &ctl,
+        &["flows", "--shm-dir", &dir, "list", "--json"],
+    ))
+    .unwrap();
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{list}");
+    let up = rows.iter().find(|r| r["key"] == "40000").unwrap();
+    let c = xdp
+        .flow_counters(FlowKey::port(client_port))
+        .unwrap()
+        .unwrap();
+    assert_eq!(up["rx_packets"], c.rx_packets, "{up}");
+    assert!(c.rx_packets >= 101, "{c:?}");
+    assert_eq!(up["latched_src"], "198.51.100.2:5004", "{up}");
+    let down = rows
+        .iter()
+        .find(|r| r["key"] == "2776@10.9.0.2:36000")
+        .unwrap();
+    assert_eq!(down["out_to"], "latched", "{down}");
+    assert!(down["tx_packets"].as_u64().unwrap() >= 101, "{down}");
+
     // A scan of the whole media range and the demux port beside the call.
     let no_ports = udp_no_ports(&topo.edge);
     let worker_no_flow = dp.node_drops(DropReason::NoFlow);
@@ -231,6 +265,17 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
         "relayed 200 packets with no data plane running ({:?})",
         t0.elapsed()
     );
+    let status = run_ok(&ctl, &["status", "--shm-dir", &dir]);
+    assert!(status.contains("data plane: exited"), "{status}");
+    assert!(
+        status.contains("no data plane is running: relay flows keep forwarding"),
+        "{status}"
+    );
+    let events = run_ok(&ctl, &["flows", "--shm-dir", &dir, "events"]);
+    assert!(
+        events.contains("flow 40000 latched 198.51.100.2:5004"),
+        "{events}"
+    );
 
     // A new data plane takes over the pinned link; the call goes on.
     dp.spawn();
@@ -276,6 +321,14 @@ fn without_xdp_the_node_says_so_and_the_workers_relay() {
     assert!(status.starts_with("off: "), "{status}");
     assert!(status.contains("the workers carry all media"), "{status}");
     assert_eq!(status.lines().count(), 1, "said once: {status}");
+    let ctl = edgewayctl_binary();
+    let dir = dp.dir.display().to_string();
+    let status = run_ok(&ctl, &["status", "--shm-dir", &dir]);
+    assert!(
+        status.contains("xdp: none: --xdp ewnosuch0: no such interface"),
+        "{status}"
+    );
+    assert!(status.contains("the workers carry all media"), "{status}");
     // The workers relay: a leg on loopback forwards.
     let client = party();
     let core = party();
