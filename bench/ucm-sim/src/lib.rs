@@ -15,8 +15,9 @@
 //! (default `127.0.0.1:0`), `--users FILE` or `--generate-users N --password-prefix P`,
 //! `--domain D` (repeatable; none = any), `--realm R` (default `ccmsipline`),
 //! `--min-expires`, `--max-expires`, `--nonce-lifetime`, `--max-message-size`,
-//! `--tls-handshake-timeout`, `--require-tls-for-secure`, `--threads`, `--ready-file PATH`, `--config FILE` (the same names in TOML, `_` for `-`:
-//! see [`Settings`]).
+//! `--tls-handshake-timeout`, `--require-tls-for-secure`, `--threads`,
+//! `--ready-file PATH`, `--config FILE` (the same names in TOML, `_` for `-`, and
+//! `domains = [..]` for the repeatable `--domain`: see [`Settings`]).
 //!
 //! **Ready file**: once every listener is bound, one JSON line is written (atomically, by
 //! rename) with the bound addresses; absent listeners are `null`:

@@ -21,7 +21,7 @@ use edgeway_ucm_sim::{ConnectionId, Origin, Registrar, Settings, Transport};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
@@ -29,6 +29,8 @@ use tokio_rustls::TlsAcceptor;
 /// Read buffer per connection (held for the connection's life, so small): a REGISTER
 /// through a proxy is about 1 KiB; larger messages take more reads.
 const READ_BUF: usize = 1024;
+/// Longest admin command line; a longer one is answered with an error and the session closed.
+const MAX_ADMIN_LINE: u64 = 64 * 1024;
 /// Default wait for the final response to an admin `send` (RFC 3261 Timer F is 32 s).
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -281,7 +283,6 @@ async fn serve_connection<S>(shared: Arc<Shared>, mut stream: S, origin: Origin,
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncReadExt;
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
     lock(&shared.connections).insert(origin.connection, ConnectionHandle { tx, local });
     shared.io.connections_open.fetch_add(1, Ordering::Relaxed);
@@ -399,14 +400,30 @@ async fn admin_loop(shared: Arc<Shared>, listener: TcpListener) {
 
 async fn admin_session(shared: Arc<Shared>, stream: TcpStream) {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
-        if line.trim().is_empty() {
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        let Ok(n) = (&mut reader)
+            .take(MAX_ADMIN_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        let too_long = !line.ends_with(b"\n") && n as u64 == MAX_ADMIN_LINE;
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let reply = match serde_json::from_str::<Value>(&line) {
-            Ok(cmd) => admin_command(&shared, &cmd).await,
-            Err(e) => Err(format!("not a JSON object: {e}")),
+        let reply = if too_long {
+            Err(format!("command longer than {MAX_ADMIN_LINE} bytes"))
+        } else {
+            match serde_json::from_slice::<Value>(&line) {
+                Ok(cmd) => admin_command(&shared, &cmd).await,
+                Err(e) => Err(format!("not a JSON object: {e}")),
+            }
         };
         let reply = match reply {
             Ok(Value::Object(mut m)) => {
@@ -420,6 +437,7 @@ async fn admin_session(shared: Arc<Shared>, stream: TcpStream) {
             .write_all(format!("{reply}\n").as_bytes())
             .await
             .is_err()
+            || too_long
         {
             break;
         }

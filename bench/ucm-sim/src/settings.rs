@@ -33,7 +33,7 @@ pub struct Settings {
     /// Users file (TOML `[[user]]` tables: name, password, number, security_profile, devices).
     #[arg(long, value_name = "FILE")]
     pub users: Option<PathBuf>,
-    /// Also generate N users user0001.. (password <prefix>0001.., number 100001..).
+    /// Also generate N users user0001.. (password P0001.. for --password-prefix P, number 100001..).
     #[arg(long, value_name = "N")]
     pub generate_users: Option<usize>,
     /// Password prefix of generated users [default: password].

@@ -322,3 +322,29 @@ fn slow_and_garbage_tls_clients_are_dropped_and_counted() {
         200
     );
 }
+
+#[test]
+fn admin_api_refuses_bad_commands_with_reasons() {
+    let ucm = ucm();
+    for (cmd, why) in [
+        (serde_json::json!({"cmd": "reboot"}), "unknown cmd"),
+        (
+            serde_json::json!({"cmd": "send", "method": "INVITE", "to": "alice"}),
+            "only OPTIONS and MESSAGE",
+        ),
+        (
+            serde_json::json!({"cmd": "send", "method": "OPTIONS", "to": "nobody"}),
+            "no user",
+        ),
+    ] {
+        let r = ucm.admin(&cmd);
+        assert_eq!(r["ok"], false, "{r}");
+        assert!(r["error"].as_str().is_some_and(|e| e.contains(why)), "{r}");
+    }
+    let mut s = TcpStream::connect(ucm.admin).expect("admin");
+    s.write_all(&vec![b'x'; 70 * 1024]).expect("write");
+    let mut reply = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&s), &mut reply).expect("reply");
+    assert!(reply.contains("longer than"), "{reply}");
+    assert_eq!(ucm.counter("requests"), 0, "nothing reached the registrar");
+}
