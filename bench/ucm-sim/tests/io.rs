@@ -348,3 +348,51 @@ fn admin_api_refuses_bad_commands_with_reasons() {
     assert!(reply.contains("longer than"), "{reply}");
     assert_eq!(ucm.counter("requests"), 0, "nothing reached the registrar");
 }
+
+#[test]
+fn reused_nonce_is_replayed_or_stale_over_the_wire() {
+    let ucm = UcmSim::spawn(
+        env!("CARGO_BIN_EXE_ucm-sim").as_ref(),
+        &UcmSimOptions {
+            extra_args: vec!["--nonce-lifetime".into(), "1".into()],
+            ..UcmSimOptions::tcp_with_users(ALICE)
+        },
+    );
+    let mut c = Client::connect(ucm.sip_tcp.expect("tcp"));
+    let first = c.register("alice", 1, 300, None);
+    let www = first
+        .headers
+        .first(&HeaderName::WwwAuthenticate)
+        .expect("challenge")
+        .to_owned();
+    let ch = Auth::parse("WWW-Authenticate", &www).expect("parses");
+    let creds = |nc| {
+        client_authorization(
+            &ch,
+            "alice",
+            "alice-pw",
+            "REGISTER",
+            "sip:example.com",
+            nc,
+            "w",
+        )
+        .expect("realm and nonce")
+    };
+    assert_eq!(c.register("alice", 2, 300, Some(&creds(1))).status, 200);
+    // A refresh may reuse the nonce with a higher nonce-count, not the same one.
+    assert_eq!(c.register("alice", 3, 300, Some(&creds(2))).status, 200);
+    let replay = c.register("alice", 4, 300, Some(&creds(2)));
+    assert_eq!(replay.status, 401);
+    std::thread::sleep(Duration::from_millis(1200));
+    let stale = c.register("alice", 5, 300, Some(&creds(3)));
+    assert_eq!(stale.status, 401);
+    let www = stale
+        .headers
+        .first(&HeaderName::WwwAuthenticate)
+        .expect("challenge");
+    assert!(www.contains("stale=true"), "{www}");
+    let counters = ucm.counters();
+    assert_eq!(counters["replays"], 1, "{counters}");
+    assert_eq!(counters["stale_nonces"], 1, "{counters}");
+    assert_eq!(counters["bindings_refreshed"], 1, "{counters}");
+}
