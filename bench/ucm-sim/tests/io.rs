@@ -101,21 +101,30 @@ impl Client {
         self.response()
     }
 
-    /// REGISTER, answer the challenge, return the final response.
-    fn register_with_password(&mut self, user: &str, password: &str, cseq: u32) -> Response {
-        let challenge = self.register(user, cseq, 300, None);
+    /// An unauthenticated REGISTER, which must be challenged: the challenge.
+    fn challenge(&mut self, user: &str, cseq: u32, expires: u32) -> Auth {
+        let challenge = self.register(user, cseq, expires, None);
         assert_eq!(challenge.status, 401, "{challenge:?}");
         let www = challenge
             .headers
             .first(&HeaderName::WwwAuthenticate)
             .expect("WWW-Authenticate");
-        let ch = Auth::parse("WWW-Authenticate", www).expect("challenge parses");
         assert!(www.contains("qop=\"auth\""), "{www}");
-        let auth =
-            client_authorization(&ch, user, password, "REGISTER", "sip:example.com", 1, "io")
-                .expect("realm and nonce");
+        Auth::parse("WWW-Authenticate", www).expect("challenge parses")
+    }
+
+    /// REGISTER, answer the challenge, return the final response.
+    fn register_with_password(&mut self, user: &str, password: &str, cseq: u32) -> Response {
+        let ch = self.challenge(user, cseq, 300);
+        let auth = digest(&ch, user, password, 1);
         self.register(user, cseq + 1, 300, Some(&auth))
     }
+}
+
+/// The Authorization value answering `ch` with nonce-count `nc`.
+fn digest(ch: &Auth, user: &str, password: &str, nc: u32) -> String {
+    client_authorization(ch, user, password, "REGISTER", "sip:example.com", nc, "io")
+        .expect("realm and nonce")
 }
 
 #[test]
@@ -259,22 +268,8 @@ fn bindings_expire_over_time() {
         },
     );
     let mut c = Client::connect(ucm.sip_tcp.expect("tcp"));
-    let challenge = c.register("alice", 1, 2, None);
-    let www = challenge
-        .headers
-        .first(&HeaderName::WwwAuthenticate)
-        .expect("challenge");
-    let ch = Auth::parse("WWW-Authenticate", www).expect("parses");
-    let auth = client_authorization(
-        &ch,
-        "alice",
-        "alice-pw",
-        "REGISTER",
-        "sip:example.com",
-        1,
-        "x",
-    )
-    .expect("realm and nonce");
+    let ch = c.challenge("alice", 1, 2);
+    let auth = digest(&ch, "alice", "alice-pw", 1);
     let ok = c.register("alice", 2, 2, Some(&auth));
     assert_eq!(ok.status, 200, "{ok:?}");
     assert_eq!(ucm.bindings().len(), 1);
@@ -359,25 +354,8 @@ fn reused_nonce_is_replayed_or_stale_over_the_wire() {
         },
     );
     let mut c = Client::connect(ucm.sip_tcp.expect("tcp"));
-    let first = c.register("alice", 1, 300, None);
-    let www = first
-        .headers
-        .first(&HeaderName::WwwAuthenticate)
-        .expect("challenge")
-        .to_owned();
-    let ch = Auth::parse("WWW-Authenticate", &www).expect("parses");
-    let creds = |nc| {
-        client_authorization(
-            &ch,
-            "alice",
-            "alice-pw",
-            "REGISTER",
-            "sip:example.com",
-            nc,
-            "w",
-        )
-        .expect("realm and nonce")
-    };
+    let ch = c.challenge("alice", 1, 300);
+    let creds = |nc| digest(&ch, "alice", "alice-pw", nc);
     assert_eq!(c.register("alice", 2, 300, Some(&creds(1))).status, 200);
     // A refresh may reuse the nonce with a higher nonce-count, not the same one.
     assert_eq!(c.register("alice", 3, 300, Some(&creds(2))).status, 200);
