@@ -8,6 +8,11 @@
 //! §3.2.1) after [`DigestConfig::nonce_lifetime`]. Only nonces that authenticated a request
 //! are remembered, with the highest nonce-count seen, to refuse replays; they are
 //! forgotten once expired ([`DigestAuthenticator::expire`]).
+//!
+//! Challenges offer MD5 only (what Jabber, sipp and baresip speak); a response computed
+//! with SHA-256 is verified too. The `uri` parameter enters the hash but is not compared
+//! with the Request-URI: sipp puts the remote address there, and a proxy in front may
+//! rewrite the Request-URI.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
