@@ -3,8 +3,10 @@
 //!
 //! Every subcommand works on the table of `--node` (`/dev/shm/edgeway/<node>/`) or of
 //! `--shm-dir`. Reads take no lock and are safe against a running data plane; writes take the
-//! table's writer lock like every other writer. Key material is never printed: SRTP
-//! parameters show their suite and MKI length only.
+//! table's writer lock like every other writer. When the node has pinned XDP maps, `add` and
+//! `del` write the program's `flows` map too before they return (`edgeway_xdp::open_table`),
+//! so XDP relays a new flow's very next packet even with no data plane running. Key material
+//! is never printed: SRTP parameters show their suite and MKI length only.
 
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
@@ -30,6 +32,11 @@ pub(crate) struct FlowArgs {
     /// Table directory (overrides --node).
     #[arg(long, global = true, value_name = "DIR")]
     shm_dir: Option<PathBuf>,
+    /// Directory of the node's pinned XDP maps, which `add` and `del` write as well (default:
+    /// where the data plane said it pinned them, else /sys/fs/bpf/edgeway/<NODE>/; none
+    /// there: the table alone).
+    #[arg(long, global = true, value_name = "DIR")]
+    pin_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: FlowCommand,
 }
@@ -238,7 +245,16 @@ pub(crate) fn run(args: FlowArgs) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let t = FlowTable::open_at(&dir)?;
+    // Writers go through the BPF backend: with pinned maps, XDP has the change before we
+    // return, not at the data plane's next mirror pass (which may never come).
+    let writes = matches!(args.command, FlowCommand::Add(_) | FlowCommand::Del { .. });
+    let t = if writes {
+        edgeway_xdp::open_table(&dir, args.pin_dir.as_deref())
+            .with_context(|| format!("opening the flow table in {} for writing", dir.display()))?
+            .0
+    } else {
+        FlowTable::open_at(&dir)?
+    };
     let mut out = io::stdout().lock();
     match args.command {
         FlowCommand::Init(_) => unreachable!("handled above"),
@@ -246,10 +262,11 @@ pub(crate) fn run(args: FlowArgs) -> anyhow::Result<()> {
         FlowCommand::Del { key } => match t.remove(&key)? {
             Some(e) => Ok(writeln!(
                 out,
-                "removed {} (flow {}, generation {})",
+                "removed {} (flow {}, generation {}){}",
                 format_key(&key),
                 e.flow_id,
-                e.generation
+                e.generation,
+                also_in_map(&t)
             )?),
             None => bail!("no entry for {} in {}", format_key(&key), dir.display()),
         },
@@ -328,12 +345,20 @@ fn add(t: &FlowTable, a: &AddArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let generation = t.lookup(&a.key).map_or(0, |(_, e)| e.generation);
     writeln!(
         out,
-        "{} {} in slot {} (generation {generation})",
+        "{} {} in slot {} (generation {generation}){}",
         if existed { "replaced" } else { "added" },
         format_key(&a.key),
-        slot.index()
+        slot.index(),
+        also_in_map(t)
     )?;
     Ok(())
+}
+
+/// "; written to the XDP flows map in DIR too" when the node has pinned maps.
+fn also_in_map(t: &FlowTable) -> String {
+    t.map_hook().map_or_else(String::new, |h| {
+        format!("; written to {} too", h.describe())
+    })
 }
 
 /// The entry's own state, if it belongs to the entry's current generation.

@@ -64,6 +64,21 @@ pub use text::{
     parse_key, srtp_params_from_crypto, state_json, suite_name, xdp_counters_json,
 };
 
+/// A second copy of the flow map that writers keep in step with the table, in the same
+/// call: [`FlowTable::insert`] and [`FlowTable::remove`] call it after the slot is published,
+/// with the writer lock still held (so changes reach it in the table's order). The table
+/// stays the record: a writer that dies between the two writes leaves the copy behind until
+/// whoever reconciles the copy from the change log (the data plane's 50 ms mirror) catches
+/// up. Implemented by `edgeway_xdp::PinnedFlowMap` for the XDP program's `flows` map.
+pub trait MapHook: Send + Sync + std::fmt::Debug {
+    /// `entry` (as published: its generation set) is now `key`'s entry.
+    fn inserted(&self, key: &FlowKey, entry: &FlowEntry) -> std::result::Result<(), String>;
+    /// `key` has no entry any more.
+    fn removed(&self, key: &FlowKey) -> std::result::Result<(), String>;
+    /// What the hook writes, for errors and `edgewayctl` ("the XDP map /sys/fs/bpf/...").
+    fn describe(&self) -> String;
+}
+
 /// Where node directories live: a table for node `N` is in `SHM_ROOT/N/`.
 pub const SHM_ROOT: &str = "/dev/shm/edgeway";
 /// Name of the table file inside a node directory.
@@ -257,6 +272,23 @@ pub enum Error {
     /// An `a=crypto` line that does not parse.
     #[error("bad a=crypto line: {0}")]
     Sdes(#[from] edgeway_srtp::sdes::SdesError),
+    /// The table took the change but the [`MapHook`] (the XDP program's pinned `flows` map)
+    /// refused it: the two differ until the data plane's mirror reconciles them (≤ 50 ms
+    /// while a data plane runs).
+    #[error(
+        "{op} of {key} is in the flow table, but writing it to {target} failed: {reason}; \
+         the data plane's mirror repairs the map within 50 ms while a data plane runs"
+    )]
+    MapWrite {
+        /// "insert" or "remove".
+        op: &'static str,
+        /// The flow key, as text.
+        key: String,
+        /// What the hook writes (the pinned map's path).
+        target: String,
+        /// What it said.
+        reason: String,
+    },
     /// An `a=crypto` line that parses but cannot be held by one flow entry.
     #[error("a=crypto line not usable for a flow entry: {0}")]
     UnsupportedCrypto(&'static str),

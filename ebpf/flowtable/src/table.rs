@@ -17,6 +17,7 @@ use crate::layout::{
     SLOT_BODY_WORDS, SLOT_WORDS, STATE_WORDS,
 };
 use crate::sys::{self, Mapping, Plain};
+use crate::MapHook;
 use crate::{
     seqlock, unix_ms, Error, NodeCounters, Result, TableOptions, HEARTBEAT_STALE_MS, LOCK_FILE,
     MAX_WORKERS, SHM_ROOT, TABLE_FILE,
@@ -211,6 +212,8 @@ pub struct FlowTable {
     /// The media range, from the header as checked at open.
     port_range: (u16, u16),
     published_pid: AtomicU32,
+    /// The second copy writers keep in step (the XDP program's pinned `flows` map).
+    map_hook: Option<Box<dyn MapHook>>,
 }
 
 impl std::fmt::Debug for FlowTable {
@@ -218,6 +221,7 @@ impl std::fmt::Debug for FlowTable {
         f.debug_struct("FlowTable")
             .field("dir", &self.dir)
             .field("capacity", &self.layout.capacity)
+            .field("map_hook", &self.map_hook)
             .finish_non_exhaustive()
     }
 }
@@ -466,6 +470,7 @@ impl FlowTable {
             mask: capacity - 1,
             max_live: capacity - capacity / 8,
             published_pid: AtomicU32::new(0),
+            map_hook: None,
         })
     }
 
@@ -686,6 +691,13 @@ impl FlowTable {
                 h.tombstones.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        // Still under the writer lock, so the map sees the writers' changes in the table's
+        // order; the slot is published first, so the table stays the record if we die here.
+        if let Some(hook) = &self.map_hook {
+            hook.inserted(&key, &entry)
+                .map_err(|reason| self.map_write_failed("insert", &key, reason))?;
+        }
+        drop(g);
         Ok(SlotRef(i))
     }
 
@@ -709,7 +721,37 @@ impl FlowTable {
         let h = self.header();
         h.live.fetch_sub(1, Ordering::Relaxed);
         h.tombstones.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = &self.map_hook {
+            hook.removed(key)
+                .map_err(|reason| self.map_write_failed("remove", key, reason))?;
+        }
+        drop(g);
         Ok(Some(entry))
+    }
+
+    /// Makes every later [`FlowTable::insert`] and [`FlowTable::remove`] on this handle also
+    /// apply the change to `hook`, in the same call, after the slot is published and before
+    /// the writer lock is released. `edgeway-xdp` uses it to write the XDP program's pinned
+    /// `flows` map synchronously (`edgeway_xdp::open_table`).
+    pub fn set_map_hook(&mut self, hook: Box<dyn MapHook>) {
+        self.map_hook = Some(hook);
+    }
+
+    /// The hook set by [`FlowTable::set_map_hook`], if any.
+    pub fn map_hook(&self) -> Option<&dyn MapHook> {
+        self.map_hook.as_deref()
+    }
+
+    fn map_write_failed(&self, op: &'static str, key: &FlowKey, reason: String) -> Error {
+        Error::MapWrite {
+            op,
+            key: crate::format_key(key),
+            target: self
+                .map_hook
+                .as_ref()
+                .map_or_else(String::new, |h| h.describe()),
+            reason,
+        }
     }
 
     fn full(&self) -> Error {

@@ -11,6 +11,13 @@
 //! best mode the interface allows. [`MediaProgram::test_run`] runs the program on one packet
 //! through `BPF_PROG_TEST_RUN`, which the packet-fixture tests use.
 //!
+//! It is also the flow table's BPF backend for writers: [`open_table`] opens a node's
+//! shared-memory [`FlowTable`] with a [`PinnedFlowMap`] hook, so the handle's `insert` and
+//! `remove` write the pinned `flows` map too, in the same call, after the shared-memory slot
+//! is published. Workers keep reading the shared-memory table (no syscall per packet), and
+//! the data plane's 50 ms mirror stays as the reconciler for writers that died between the
+//! two writes. The control plane opens its table this way.
+//!
 //! This is an IO crate: the map value types are wrapped to tell aya they are plain old data,
 //! and the setns/if_nametoindex calls are the only `unsafe` here.
 
@@ -30,6 +37,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::{XdpLink, XdpLinkId};
 use aya::programs::{ProgramError, TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::{Ebpf, EbpfLoader, Pod};
+use edgeway_flowtable::{FlowTable, MapHook, XdpStatus};
 pub use edgeway_map_schema::{
     xdp_event, xdp_mode, FlowCounters, FlowEntry, FlowKey, XdpConfig, XdpCounters, XdpEvent,
     XdpLatch,
@@ -114,6 +122,9 @@ pub enum Error {
         /// What the kernel said.
         reason: String,
     },
+    /// The flow table refused (not found, another layout, ...).
+    #[error(transparent)]
+    Table(#[from] edgeway_flowtable::Error),
     /// `test_run` was given a packet it cannot run.
     #[error("test packet of {0} bytes: must be 14..=4096")]
     TestPacket(usize),
@@ -293,23 +304,14 @@ impl MediaProgram {
     /// Adds or replaces the entry for `key`. A replaced entry's latch holds only if its
     /// generation (low 16 bits) is unchanged.
     pub fn insert_flow(&mut self, key: FlowKey, entry: &FlowEntry) -> Result<()> {
-        let mut m: HashMap<&mut MapData, Key, Entry> =
-            HashMap::try_from(self.map_mut("flows")?).map_err(map_err("flows"))?;
-        m.insert(Key(key), Entry(*entry), 0)
-            .map_err(map_err("flows"))
+        write_flow(self.map_mut("flows")?, key, entry)
     }
 
     /// Removes the entry for `key` with its latch and counters; false if there was none.
     pub fn remove_flow(&mut self, key: FlowKey) -> Result<bool> {
-        let mut m: HashMap<&mut MapData, Key, Entry> =
-            HashMap::try_from(self.map_mut("flows")?).map_err(map_err("flows"))?;
-        let existed = remove_quietly(m.remove(&Key(key))).map_err(map_err("flows"))?;
-        let mut l: HashMap<&mut MapData, Key, Latch> =
-            HashMap::try_from(self.map_mut("latches")?).map_err(map_err("latches"))?;
-        remove_quietly(l.remove(&Key(key))).map_err(map_err("latches"))?;
-        let mut c: PerCpuHashMap<&mut MapData, Key, Counters> =
-            PerCpuHashMap::try_from(self.map_mut("flow_stats")?).map_err(map_err("flow_stats"))?;
-        remove_quietly(c.remove(&Key(key))).map_err(map_err("flow_stats"))?;
+        let existed = delete_flow(self.map_mut("flows")?, key)?;
+        delete_latch(self.map_mut("latches")?, key)?;
+        delete_flow_counters(self.map_mut("flow_stats")?, key)?;
         Ok(existed)
     }
 
@@ -608,6 +610,106 @@ impl PinnedMaps {
     }
 }
 
+impl PinnedMaps {
+    /// Adds or replaces `key`'s entry in the program's flow map, as
+    /// [`MediaProgram::insert_flow`] does (a latch holds only while the generation does).
+    pub fn insert_flow(&mut self, key: FlowKey, entry: &FlowEntry) -> Result<()> {
+        write_flow(&mut self.flows, key, entry)
+    }
+
+    /// Removes `key`'s entry with its latch and counters, as [`MediaProgram::remove_flow`]
+    /// does; false if there was none.
+    pub fn remove_flow(&mut self, key: FlowKey) -> Result<bool> {
+        let existed = delete_flow(&mut self.flows, key)?;
+        delete_latch(&mut self.latches, key)?;
+        delete_flow_counters(&mut self.flow_stats, key)?;
+        Ok(existed)
+    }
+}
+
+/// The flow table's BPF backend: a [`MapHook`] that writes every insert and remove of a
+/// [`FlowTable`] handle into the node's pinned `flows` map (and drops the removed flow's
+/// latch and counters) in the same call, so XDP relays or drops by the new entry from the
+/// very next packet instead of after the data plane's next 50 ms mirror pass. Open a table
+/// with it through [`open_table`].
+#[derive(Debug)]
+pub struct PinnedFlowMap {
+    maps: std::sync::Mutex<PinnedMaps>,
+}
+
+impl PinnedFlowMap {
+    /// Opens the maps pinned in `dir` for writing.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(PinnedFlowMap {
+            maps: std::sync::Mutex::new(PinnedMaps::open(dir)?),
+        })
+    }
+
+    fn with_maps<R>(&self, f: impl FnOnce(&mut PinnedMaps) -> Result<R>) -> Result<R, String> {
+        // A panic in another writer thread cannot leave a map half-written: each write is
+        // one syscall.
+        let mut maps = self.maps.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut maps).map_err(|e| e.to_string())
+    }
+}
+
+impl MapHook for PinnedFlowMap {
+    fn inserted(&self, key: &FlowKey, entry: &FlowEntry) -> Result<(), String> {
+        self.with_maps(|m| m.insert_flow(*key, entry))
+    }
+
+    fn removed(&self, key: &FlowKey) -> Result<(), String> {
+        self.with_maps(|m| m.remove_flow(*key).map(|_| ()))
+    }
+
+    fn describe(&self) -> String {
+        let dir = self
+            .with_maps(|m| Ok(m.dir().to_owned()))
+            .unwrap_or_default();
+        format!("the XDP flows map in {}", dir.display())
+    }
+}
+
+/// Where a writer finds a node's pinned maps: `explicit`, else the directory the data plane
+/// recorded in the table directory's XDP status, else `/sys/fs/bpf/edgeway/<node>/` with
+/// the node named by the table directory's last component.
+pub fn pin_dir_for_table(table_dir: &Path, explicit: Option<&Path>) -> PathBuf {
+    if let Some(d) = explicit {
+        return d.to_owned();
+    }
+    XdpStatus::read(table_dir)
+        .and_then(|s| s.pin_dir())
+        .unwrap_or_else(|| {
+            pin_dir(
+                &table_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            )
+        })
+}
+
+/// Opens the flow table in `table_dir` for a writer (the control plane, `edgewayctl flow`,
+/// the load generator's setup): when the node has pinned maps (see [`pin_dir_for_table`]),
+/// the handle's [`FlowTable::insert`] and [`FlowTable::remove`] also write the XDP `flows`
+/// map before they return, through [`PinnedFlowMap`]; without pins it is a plain table and
+/// the workers carry the media. Returns the pin directory in use. Pins that exist but cannot
+/// be opened (not root) are an error: a writer that skipped them would let XDP drop the new
+/// flow's packets until the next mirror pass.
+pub fn open_table(
+    table_dir: &Path,
+    explicit_pin_dir: Option<&Path>,
+) -> Result<(FlowTable, Option<PathBuf>)> {
+    let mut table = FlowTable::open_at(table_dir)?;
+    let dir = pin_dir_for_table(table_dir, explicit_pin_dir);
+    // An explicit directory without pins fails below, naming the missing pin.
+    if explicit_pin_dir.is_none() && !dir.join("flows").exists() {
+        return Ok((table, None));
+    }
+    table.set_map_hook(Box::new(PinnedFlowMap::open(&dir)?));
+    Ok((table, Some(dir)))
+}
+
 /// The links pinned in `dir` by [`MediaProgram::attach_pinned`], sorted by interface.
 pub fn pinned_links(dir: &Path) -> Result<Vec<PinnedLinkInfo>> {
     let pin_err = |source| Error::PinDir {
@@ -645,6 +747,31 @@ pub fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(ts.tv_nsec as u64)
+}
+
+fn write_flow(map: &mut Map, key: FlowKey, entry: &FlowEntry) -> Result<()> {
+    let mut m: HashMap<&mut MapData, Key, Entry> =
+        HashMap::try_from(map).map_err(map_err("flows"))?;
+    m.insert(Key(key), Entry(*entry), 0)
+        .map_err(map_err("flows"))
+}
+
+fn delete_flow(map: &mut Map, key: FlowKey) -> Result<bool> {
+    let mut m: HashMap<&mut MapData, Key, Entry> =
+        HashMap::try_from(map).map_err(map_err("flows"))?;
+    remove_quietly(m.remove(&Key(key))).map_err(map_err("flows"))
+}
+
+fn delete_latch(map: &mut Map, key: FlowKey) -> Result<bool> {
+    let mut m: HashMap<&mut MapData, Key, Latch> =
+        HashMap::try_from(map).map_err(map_err("latches"))?;
+    remove_quietly(m.remove(&Key(key))).map_err(map_err("latches"))
+}
+
+fn delete_flow_counters(map: &mut Map, key: FlowKey) -> Result<bool> {
+    let mut m: PerCpuHashMap<&mut MapData, Key, Counters> =
+        PerCpuHashMap::try_from(map).map_err(map_err("flow_stats"))?;
+    remove_quietly(m.remove(&Key(key))).map_err(map_err("flow_stats"))
 }
 
 fn read_flow(map: &Map, key: FlowKey) -> Result<Option<FlowEntry>> {
