@@ -1,9 +1,14 @@
 //! The data plane's half of XDP: loads `media.bpf.c` with its maps pinned under
 //! `/sys/fs/bpf/edgeway/<node>/`, attaches it to the media interfaces through pinned links
 //! (so a killed data plane leaves edge relay flows forwarding), and keeps the program's flow
-//! map equal to the flow table: the shared-memory table stays the one the control plane and
-//! `edgewayctl` write, and every change in its log is applied to the BPF map between loop
-//! turns of the main thread.
+//! map equal to the flow table. Writers (the control plane, `edgewayctl flow`) open the table
+//! through `edgeway_xdp::open_table` and write the pinned map themselves, in the same call;
+//! this mirror is the reconciler behind them: every change in the table's log is applied to
+//! the BPF map between loop turns of the main thread (every 50 ms), and an overrun rescans,
+//! so the map never differs from the table for longer than that, even when a writer died
+//! between its table write and its map write. (A mirror pass that read an entry just before
+//! a writer replaced it may write the older entry over the writer's; the writer's change is
+//! in the log, so the next pass puts it back.)
 //!
 //! When the program cannot be loaded or attached (no privilege, no bpffs, an interface
 //! without XDP), the node says so once, in its log and in the status file (`<table dir>/xdp`)

@@ -41,13 +41,14 @@ struct Topology {
 }
 
 impl Topology {
-    fn new() -> Topology {
+    /// The test's own namespaces, told apart from other tests' by `tag`.
+    fn new(tag: &str) -> Topology {
         let pid = std::process::id();
         let t = Topology {
-            client: format!("ewc-{pid}"),
-            edge: format!("ewe-{pid}"),
-            core: format!("ewk-{pid}"),
-            pins: PathBuf::from(format!("/sys/fs/bpf/edgeway-test-{pid}")),
+            client: format!("ewc-{pid}-{tag}"),
+            edge: format!("ewe-{pid}-{tag}"),
+            core: format!("ewk-{pid}-{tag}"),
+            pins: PathBuf::from(format!("/sys/fs/bpf/edgeway-test-{pid}-{tag}")),
         };
         for n in [&t.client, &t.edge, &t.core] {
             let _ = Command::new("ip").args(["netns", "del", n]).output();
@@ -107,7 +108,7 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
     if !root_or_skip("XDP end-to-end across namespaces") {
         return;
     }
-    let topo = Topology::new();
+    let topo = Topology::new("call");
     let pins = topo.pins.join("edge");
     let mut dp =
         Dataplane::start_with_xdp(&topo.edge, "edge", "e0=198.51.100.1,e1=10.9.0.1", &pins);
@@ -347,4 +348,241 @@ fn without_xdp_the_node_says_so_and_the_workers_relay() {
     dp.insert(FlowKey::port(ec), e);
     dp.settle();
     let _ = send_until_forwarded(&client, SocketAddrV4::new(LO, ec), &rtp(1, 0, 0), &core);
+}
+
+/// The MAC address of `dev` in namespace `netns`.
+fn mac_of(netns: &str, dev: &str) -> String {
+    let out = Command::new("ip")
+        .args(["-n", netns, "-j", "link", "show", dev])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v[0]["address"].as_str().unwrap().to_owned()
+}
+
+/// Set when this test binary runs as the writer that dies between its two writes.
+const KILLED_WRITER: &str = "EDGEWAY_TEST_KILLED_WRITER_DIR";
+
+/// The writer of `killed_writer`: its hook SIGKILLs the process at the moment the pinned map
+/// would be written, i.e. after the shared-memory slot is published, with the writer lock held.
+#[derive(Debug)]
+struct DieBeforeTheMapWrite;
+
+impl edgeway_flowtable::MapHook for DieBeforeTheMapWrite {
+    fn inserted(&self, _: &FlowKey, _: &edgeway_map_schema::FlowEntry) -> Result<(), String> {
+        let me = std::process::id().to_string();
+        let _ = Command::new("kill").args(["-9", &me]).status();
+        std::thread::sleep(Duration::from_secs(60));
+        Err("still alive after kill -9".into())
+    }
+
+    fn removed(&self, _: &FlowKey) -> Result<(), String> {
+        Err("not used".into())
+    }
+
+    fn describe(&self) -> String {
+        "a writer about to die".into()
+    }
+}
+
+/// Runs this test again as a separate process that inserts `key` through a table handle
+/// whose writer dies between the shared-memory write and the map write; returns once it died.
+fn killed_writer(dir: &std::path::Path, test: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(KILLED_WRITER, dir)
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "the writer was to die by kill -9: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn client_leg(key: u16) -> Vec<String> {
+    [
+        "add",
+        "--key",
+        &key.to_string(),
+        "--action",
+        "relay",
+        "--flow-id",
+        "1",
+        "--out-from",
+        "2776",
+        "--out-to",
+        "10.9.0.2:36000",
+        "--peer",
+        "2776@10.9.0.2:36000",
+        "--latch",
+        "--permit",
+        "198.51.100.2",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// The BPF backend: with XDP attached and no data plane running, `edgewayctl flow add` makes
+/// XDP relay the very next packet, `flow del` makes the next one a no-flow drop; and a writer
+/// killed between the table write and the map write is repaired by the mirror of a running
+/// data plane within its period.
+#[test]
+fn flow_writes_reach_xdp_in_the_call_and_the_mirror_repairs_a_dead_writer() {
+    const TEST: &str = "flow_writes_reach_xdp_in_the_call_and_the_mirror_repairs_a_dead_writer";
+    if let Some(dir) = std::env::var_os(KILLED_WRITER) {
+        let mut t = edgeway_flowtable::FlowTable::open_at(std::path::Path::new(&dir)).unwrap();
+        t.set_map_hook(Box::new(DieBeforeTheMapWrite));
+        let e = edgeway_map_schema::FlowEntry {
+            flow_id: 2,
+            action: Action::Relay as u8,
+            out_local_port: 2776,
+            out_remote: edgeway_map_schema::Endpoint::new(CORE.octets(), 36000),
+            ..Default::default()
+        };
+        let _ = t.insert(FlowKey::port(40002), e);
+        unreachable!("the writer survived its own kill -9");
+    }
+    if !root_or_skip("the flow table's BPF backend across namespaces") {
+        return;
+    }
+    let topo = Topology::new("write");
+    // The edge knows both neighbours, so the program's FIB lookup succeeds on the first
+    // packet (no ARP round trip through the stack, which nobody would answer for it).
+    for (addr, n, dev, edge_dev) in [
+        ("198.51.100.2", &topo.client, "ewc0", "e0"),
+        ("10.9.0.2", &topo.core, "ewk0", "e1"),
+    ] {
+        let mac = mac_of(n, dev);
+        ip(&[
+            "-n",
+            &topo.edge,
+            "neigh",
+            "replace",
+            addr,
+            "lladdr",
+            &mac,
+            "dev",
+            edge_dev,
+            "nud",
+            "permanent",
+        ]);
+    }
+    let pins = topo.pins.join("edge");
+    let mut dp =
+        Dataplane::start_with_xdp(&topo.edge, "edge", "e0=198.51.100.1,e1=10.9.0.1", &pins);
+    dp.settle();
+    let ctl = edgewayctl_binary();
+    let dir = dp.dir.display().to_string();
+    let maps = edgeway_xdp::PinnedMaps::open(&pins).unwrap();
+    let client = topo.socket(&topo.client, SocketAddrV4::new(CLIENT, 5004));
+    let core = topo.socket(&topo.core, SocketAddrV4::new(CORE, 36000));
+    let edge_client_side = SocketAddrV4::new(EDGE_OUT, 40000);
+    let edge_core_side = SocketAddrV4::new(EDGE_IN, 2776);
+
+    // (1) No data plane at all: XDP is attached through the pinned link, nobody mirrors.
+    dp.kill9();
+    let mut add: Vec<String> = vec!["flow".into(), "--shm-dir".into(), dir.clone()];
+    add.extend(client_leg(40000));
+    let args: Vec<&str> = add.iter().map(String::as_str).collect();
+    let said = run_ok(&ctl, &args);
+    let down = run_ok(
+        &ctl,
+        &[
+            "flow",
+            "--shm-dir",
+            &dir,
+            "add",
+            "--key",
+            "2776@10.9.0.2:36000",
+            "--action",
+            "relay",
+            "--flow-id",
+            "1",
+            "--out-from",
+            "40000",
+            "--peer",
+            "40000",
+        ],
+    );
+    let relayed = maps.counters().unwrap().relayed_packets;
+    // At once: the very next packet, with nothing in between.
+    client.send_to(&rtp(1, 0, 0), edge_client_side).unwrap();
+    let (got, _) = recv(&core).expect("XDP relayed the first packet after flow add");
+    assert_eq!(got, rtp(1, 0, 0));
+    assert_eq!(maps.counters().unwrap().relayed_packets, relayed + 1);
+    for said in [&said, &down] {
+        assert!(
+            said.contains(&format!(
+                "written to the XDP flows map in {} too",
+                pins.display()
+            )),
+            "{said}"
+        );
+    }
+    core.send_to(&rtp(2, 0, 0), edge_core_side).unwrap();
+    let (got, from) = recv(&client).expect("and back to the latched client");
+    assert_eq!((got, from), (rtp(2, 0, 0), edge_client_side));
+    assert_eq!(maps.counters().unwrap().relayed_packets, relayed + 2);
+
+    let no_flow = maps.counters().unwrap().drops[DropReason::NoFlow.index()];
+    let del = run_ok(&ctl, &["flow", "--shm-dir", &dir, "del", "40000"]);
+    assert!(del.starts_with("removed 40000"), "{del}");
+    client.send_to(&rtp(1, 1, 160), edge_client_side).unwrap();
+    assert_eq!(recv(&core), None, "relayed after flow del");
+    let c = maps.counters().unwrap();
+    assert_eq!(c.drops[DropReason::NoFlow.index()], no_flow + 1, "{c:?}");
+    assert_eq!(c.relayed_packets, relayed + 2);
+    assert_eq!(
+        maps.latch(FlowKey::port(40000)).unwrap(),
+        None,
+        "latch gone"
+    );
+
+    // (2) A writer killed between its two writes, while a data plane runs (stopped for the
+    // moment, so the gap is seen): the table has the flow, XDP does not, until the mirror.
+    dp.spawn();
+    dp.settle();
+    let pid = dp.pid().unwrap().to_string();
+    let key = FlowKey::port(40002);
+    assert!(Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    killed_writer(&dp.dir, TEST);
+    assert!(dp.table.lookup(&key).is_some(), "the table write happened");
+    assert_eq!(maps.flow(key).unwrap(), None, "the map write did not");
+    let no_flow = maps.counters().unwrap().drops[DropReason::NoFlow.index()];
+    let to_40002 = SocketAddrV4::new(EDGE_OUT, 40002);
+    client.send_to(&rtp(3, 0, 0), to_40002).unwrap();
+    assert_eq!(recv(&core), None, "no flow in XDP yet");
+    assert_eq!(
+        maps.counters().unwrap().drops[DropReason::NoFlow.index()],
+        no_flow + 1
+    );
+    assert!(Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let resumed = Instant::now();
+    while maps.flow(key).unwrap().is_none() {
+        assert!(
+            resumed.elapsed() < Duration::from_secs(1),
+            "the mirror did not repair the map within 1 s"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let repaired = resumed.elapsed();
+    eprintln!("the data plane's mirror repaired the dead writer's flow {repaired:?} after SIGCONT");
+    // One mirror period (50 ms) plus the loop's own work, with room for a loaded machine.
+    assert!(repaired < Duration::from_millis(250), "{repaired:?}");
+    let relayed = maps.counters().unwrap().relayed_packets;
+    client.send_to(&rtp(3, 1, 160), to_40002).unwrap();
+    assert_eq!(recv(&core).map(|(p, _)| p), Some(rtp(3, 1, 160)));
+    assert_eq!(maps.counters().unwrap().relayed_packets, relayed + 1);
 }

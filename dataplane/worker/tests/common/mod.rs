@@ -213,6 +213,11 @@ impl Dataplane {
         started
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// kill -9, no goodbye.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
