@@ -822,4 +822,84 @@ CSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n";
         assert_eq!(rules[0].priority, 45);
         assert_eq!(rules[0].zone, "CEtcp-cucm1");
     }
+
+    fn parse(bytes: &[u8]) -> Message {
+        Message::parse(bytes).expect("proxy output parses")
+    }
+
+    #[test]
+    fn register_rewrites_the_contact_restores_it_routes_inbound_and_expires_in_simulated_time() {
+        let (mut core, counters) = core();
+        let t0 = Instant::now();
+        let register = "REGISTER sip:example.com SIP/2.0\r\n\
+Via: SIP/2.0/TLS edge.example.com:5061;branch=z9hG4bK-ewe1;ewf=3\r\n\
+Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKc1\r\n\
+Path: <sip:ewf3@edge.example.com:5061;transport=tls;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:alice@example.com>;tag=1\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: c1\r\nCSeq: 2 REGISTER\r\nContact: <sip:alice@192.0.2.1:5061;transport=tls>\r\n\
+Expires: 60\r\nContent-Length: 0\r\n\r\n";
+        let mut out = Vec::new();
+        core.edge_message(t0, parse(register.as_bytes()), &mut out);
+        let [CoreOutput::ToUcm(1, fwd)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let Message::Request(fwd) = parse(fwd) else {
+            panic!("request")
+        };
+        assert!(
+            fwd.headers.paths().expect("paths").is_empty(),
+            "edge Path kept by the core"
+        );
+        let ContactList::Addresses(c) = fwd.headers.contacts().expect("contact") else {
+            panic!("addresses")
+        };
+        assert_eq!(
+            c[0].uri.to_string(),
+            "sip:b1@core.example.com:5060;transport=tcp"
+        );
+        // The registrar's 200 lists the rewritten contact; the client sees its own.
+        let mut ok = fwd.make_response(200, "OK", Some("r"));
+        ok.headers
+            .push(HeaderName::Contact, format!("{};expires=60", c[0]))
+            .expect("contact");
+        out.clear();
+        core.ucm_message(t0, 1, Message::Response(ok), &mut out);
+        let [CoreOutput::ToEdge(back)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let Message::Response(back) = parse(back) else {
+            panic!("response")
+        };
+        let contact = back.headers.first(&HeaderName::Contact).expect("contact");
+        assert!(contact.contains("sip:alice@192.0.2.1:5061"), "{contact}");
+        assert_eq!(core.registrations(t0).len(), 1);
+        // Inbound: Unified CM addresses the rewritten contact; it goes to the edge's flow.
+        let options = "OPTIONS sip:b1@core.example.com:5060;transport=tcp SIP/2.0\r\n\
+Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKu1\r\nMax-Forwards: 70\r\n\
+From: <sip:ucm@example.com>;tag=u\r\nTo: <sip:alice@example.com>\r\nCall-ID: o1\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+        out.clear();
+        core.ucm_message(t0, 1, parse(options.as_bytes()), &mut out);
+        let [CoreOutput::ToEdge(inbound)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let Message::Request(inbound) = parse(inbound) else {
+            panic!("request")
+        };
+        assert_eq!(
+            inbound.uri.to_string(),
+            "sip:alice@192.0.2.1:5061;transport=tls"
+        );
+        assert!(inbound.headers.routes().expect("route")[0]
+            .uri
+            .to_string()
+            .contains("ewf3@"));
+        // 61 s later the binding is gone and the same request gets 480.
+        core.handle_timeout(t0 + Duration::from_secs(61));
+        assert!(core.registrations(t0 + Duration::from_secs(61)).is_empty());
+        assert_eq!(counters.bindings_expired.load(Ordering::Relaxed), 1);
+        out.clear();
+        core.ucm_message(t0, 1, parse(options.as_bytes()), &mut out);
+        assert!(matches!(&out[..], [CoreOutput::ToUcm(1, b)] if b.starts_with(b"SIP/2.0 480")));
+    }
 }

@@ -227,3 +227,51 @@ fn configuration_errors_name_the_field() {
         "{err}"
     );
 }
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn a_silent_peer_is_declared_dead_on_both_sides_and_the_zone_recovers() {
+    let c = Cluster::up(ClusterOptions {
+        edge_extra: "traversal_dead_peer_ms = 1000".into(),
+        ..ClusterOptions::default()
+    });
+    // The core stops answering (frozen, its TCP connection still open): the edge gives up
+    // on it after its dead-peer time instead of holding a zone that carries nothing.
+    signal(c.core().pid(), "-STOP");
+    assert!(
+        c.edge.wait_traversal(false, Duration::from_secs(4)),
+        "edge: dead core detected"
+    );
+    signal(c.core().pid(), "-CONT");
+    assert!(
+        c.edge.wait_traversal(true, Duration::from_secs(10)),
+        "{}",
+        c.core().log.text()
+    );
+    // The edge stops answering pings: the core declares it dead and redials with backoff.
+    signal(c.edge.pid(), "-STOP");
+    assert!(
+        eventually(Duration::from_secs(5), || c.core().status()["traversal"]
+            == "down"),
+        "core: dead edge detected"
+    );
+    signal(c.edge.pid(), "-CONT");
+    assert!(
+        c.core().wait_traversal(true, Duration::from_secs(15)),
+        "{}",
+        c.core().log.text()
+    );
+    assert!(c.edge.wait_traversal(true, Duration::from_secs(5)));
+    c.wait_ucm();
+    let mut alice = c.client();
+    assert_eq!(alice.register("alice", 60).1.status, 200);
+    assert!(c.core().counter("traversal_lost") >= 2);
+}
