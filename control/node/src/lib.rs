@@ -11,6 +11,7 @@
 //! on a Unix socket: `status`, `registrations`, `maintenance on|off`). Driven by
 //! `edgeway-control --config node.toml` ([`config::Config`]).
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod config;
 pub mod core;

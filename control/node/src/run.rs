@@ -221,6 +221,15 @@ pub async fn run(cfg: Config, ready_file: Option<PathBuf>) -> Result<(), NodeErr
         "admin socket {}",
         cfg.admin_socket.display()
     )))?;
+    // The admin API changes the node's behaviour (maintenance): owner only.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.admin_socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_error(format!(
+                "admin socket {}",
+                cfg.admin_socket.display()
+            )))?;
+    }
     let line = ready.to_string();
     println!("{line}");
     if let Some(path) = ready_file.or(cfg.ready_file.clone()) {
