@@ -20,7 +20,7 @@ mod worker;
 mod xdp;
 
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,6 +170,9 @@ fn main() -> Result<()> {
             cpu,
             bind: args.bind,
             dir: dir.clone(),
+            pin_dir: xdp_node
+                .as_ref()
+                .and_then(|n| n.pin_dir().map(Path::to_owned)),
             config: config.clone(),
             uring: uring.clone(),
             stop: Arc::clone(&stop),

@@ -35,6 +35,9 @@ pub(crate) struct WorkerSpec {
     pub(crate) cpu: usize,
     pub(crate) bind: Ipv4Addr,
     pub(crate) dir: PathBuf,
+    /// The XDP program's pin directory when it runs: the worker's idle removals then reach
+    /// its flow map in the same call (the BPF backend), not at the next mirror pass.
+    pub(crate) pin_dir: Option<PathBuf>,
     pub(crate) config: MediaConfig,
     pub(crate) uring: UringConfig,
     pub(crate) stop: Arc<AtomicBool>,
@@ -163,8 +166,19 @@ pub(crate) fn run(spec: WorkerSpec) -> Result<()> {
             spec.index, spec.cpu
         );
     }
-    let table = FlowTable::open_at(&spec.dir)
-        .with_context(|| format!("worker {}: opening the flow table", spec.index))?;
+    let table = match &spec.pin_dir {
+        Some(pins) => edgeway_xdp::open_table(&spec.dir, Some(pins))
+            .map(|(t, _)| t)
+            .with_context(|| {
+                format!(
+                    "worker {}: opening the flow table with the XDP maps in {}",
+                    spec.index,
+                    pins.display()
+                )
+            })?,
+        None => FlowTable::open_at(&spec.dir)
+            .with_context(|| format!("worker {}: opening the flow table", spec.index))?,
+    };
     let uring = Uring::new(&spec.uring)
         .with_context(|| format!("worker {}: creating its io_uring", spec.index))?;
     let media = MediaWorker::new(spec.config.clone());

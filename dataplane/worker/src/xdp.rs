@@ -156,6 +156,11 @@ impl XdpNode {
         Ok((node, status))
     }
 
+    /// Where the program's maps are pinned.
+    pub(crate) fn pin_dir(&self) -> Option<&Path> {
+        self.program.pin_dir()
+    }
+
     /// Moves the program's new events into the event log; returns how many.
     pub(crate) fn drain_events(&mut self) -> Result<usize> {
         self.drained.clear();
