@@ -13,7 +13,10 @@
 //!   [`FlowTable::insert`] and [`FlowTable::remove`]. They are rare and are serialised across
 //!   processes by `flock(2)` on the directory's lock file; every write is first recorded in
 //!   the header (a one-slot redo log), so a writer killed mid-write is finished by the next
-//!   one instead of leaving a torn slot.
+//!   one instead of leaving a torn slot. A handle given a [`MapHook`]
+//!   ([`FlowTable::set_map_hook`]) also applies each change to a second copy of the map in
+//!   the same call, after the slot is published: `edgeway_xdp::open_table` hooks in the XDP
+//!   program's pinned `flows` map this way (the flow table's BPF backend).
 //! - Readers — workers, `edgewayctl` — call [`FlowTable::lookup`], [`FlowTable::iter`] and
 //!   [`FlowTable::changes_since`]. They take no lock and make no syscall: every record sits
 //!   behind a sequence lock and is copied through atomic word loads (see `seqlock.rs`), with
