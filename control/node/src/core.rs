@@ -123,6 +123,8 @@ pub struct Binding {
     pub registered_contact: String,
     /// The edge's Path entry, naming the client's flow.
     pub edge_path: String,
+    /// The flow token in that Path (its user part): the client's TLS connection on the edge.
+    pub edge_flow: Option<String>,
     /// Unified CM node the registration went to.
     pub node: String,
     /// Seconds until expiry (`None` while the first REGISTER is unanswered).
@@ -448,6 +450,9 @@ impl CoreProxy {
             .ok_or_else(|| {
                 local_response(req, 403, "REGISTER did not come through the edge", &[])
             })?;
+        let edge_flow = NameAddr::parse(&edge_path)
+            .ok()
+            .and_then(|p| p.uri.as_sip().and_then(|u| u.user.clone()));
         let addresses = match contacts {
             ContactList::Wildcard => {
                 self.pending.insert(
@@ -515,6 +520,7 @@ impl CoreProxy {
                     contact_uri: key.1,
                     registered_contact: registered_contact.clone(),
                     edge_path: edge_path.clone(),
+                    edge_flow: edge_flow.clone(),
                     node: self.nodes[node].name.clone(),
                     expires_at: previous_expiry,
                 },

@@ -41,6 +41,18 @@ fn register_through_edge_and_core_rewrites_the_contact_and_relays_the_challenge(
         .expect("c")
         .contains(&alice.local.to_string()));
     assert!(regs[0]["edge_path"].as_str().expect("p").contains("ewf"));
+    assert!(
+        regs[0]["edge_flow"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("ewf")),
+        "{regs:?}"
+    );
+    assert!(
+        regs[0]["expires_in"]
+            .as_u64()
+            .is_some_and(|e| e > 100 && e <= 120),
+        "{regs:?}"
+    );
     assert!(c.core().counter("challenges_relayed") >= 1);
     assert!(c.edge.counter("challenges_relayed") >= 1);
     assert_eq!(c.core().counter("registrations_accepted"), 1);
