@@ -9,7 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{core_config, edge_config, eventually, Cluster, ClusterOptions, Node, Scratch};
+use common::{
+    core_config, edge_config, eventually, Cluster, ClusterOptions, Node, Scratch, SipClient,
+};
 use edgeway_testkit::pki::{Eku, TestPki};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -274,4 +276,94 @@ fn a_silent_peer_is_declared_dead_on_both_sides_and_the_zone_recovers() {
     let mut alice = c.client();
     assert_eq!(alice.register("alice", 60).1.status, 200);
     assert!(c.core().counter("traversal_lost") >= 2);
+}
+
+/// Local ports of every TCP socket a process holds (from /proc: its fds' socket inodes,
+/// matched against /proc/net/tcp).
+fn local_tcp_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("tcp table");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let inode = f.get(9)?;
+            if !inodes.iter().any(|i| i == inode) {
+                return None;
+            }
+            u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()
+        })
+        .collect()
+}
+
+#[test]
+fn the_edge_never_opens_a_connection_inwards() {
+    let c = Cluster::up(ClusterOptions::default());
+    let mut alice = c.client();
+    assert_eq!(alice.register("alice", 60).1.status, 200);
+    let listeners = [c.edge.addr("sip").port(), c.edge.addr("traversal").port()];
+    let ports = local_tcp_ports(c.edge.pid());
+    assert!(
+        ports.len() >= 4,
+        "listeners, the traversal and alice: {ports:?}"
+    );
+    // Every TCP socket of the edge is a listener or was accepted by one: none dialled out.
+    assert!(
+        ports.iter().all(|p| listeners.contains(p)),
+        "{ports:?} vs {listeners:?}"
+    );
+}
+
+#[test]
+fn the_core_routes_to_the_first_connected_node_in_configuration_order() {
+    let dir = Scratch::new("failover");
+    let mut c = Cluster::up(ClusterOptions::default());
+    // A second core: cucm-down (nothing listens) first, then ucm-sim.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = closed.local_addr().expect("addr");
+    drop(closed);
+    for f in ["core.example.com.pem", "core.example.com.key", "ca.pem"] {
+        std::fs::copy(c.dir.0.join(f), dir.0.join(f)).expect("copy");
+    }
+    let opts = ClusterOptions::default();
+    let cfg = core_config(
+        &dir.0,
+        c.edge.addr("traversal"),
+        c.ucm.sip_tcp,
+        "tcp",
+        &opts,
+    );
+    let text = std::fs::read_to_string(&cfg).expect("read").replace(
+        "[[core.ucm]]\nname = \"cucm1\"",
+        &format!("[[core.ucm]]\nname = \"cucm-down\"\naddress = \"{dead}\"\ntransport = \"tcp\"\n[[core.ucm]]\nname = \"cucm1\""),
+    );
+    std::fs::write(&cfg, text).expect("write");
+    if let Some(mut first) = c.core.take() {
+        first.kill();
+    }
+    let core = Node::start(&cfg);
+    assert!(c.edge.wait_traversal(true, Duration::from_secs(10)));
+    assert!(eventually(Duration::from_secs(5), || core.status()
+        ["ucm_nodes"][1]["connected"]
+        == true));
+    let status = core.status();
+    assert_eq!(status["ucm_nodes"][0]["connected"], false, "{status}");
+    let names: Vec<&str> = status["zones"]
+        .as_array()
+        .expect("zones")
+        .iter()
+        .filter_map(|z| z["name"].as_str())
+        .collect();
+    assert_eq!(names, ["CEtcp-cucm-down", "CEtcp-cucm1"]);
+    let mut alice = SipClient::connect(c.edge.addr("sip"), &c.pki.ca_path());
+    assert_eq!(alice.register("alice", 60).1.status, 200);
+    assert_eq!(core.registrations()[0]["node"], "cucm1");
 }
