@@ -98,6 +98,7 @@ struct RawEdge {
     tls_handshake_timeout_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     traversal_dead_peer_ms: Option<u64>,
+    retry_after_s: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,6 +164,8 @@ pub struct EdgeConfig {
     pub idle_timeout: Duration,
     /// The traversal connection is dropped after this long without a byte from the core.
     pub traversal_dead_peer: Duration,
+    /// Retry-After seconds sent while in maintenance mode.
+    pub retry_after_s: u32,
 }
 
 /// One configured SIP domain.
@@ -391,6 +394,7 @@ fn edge_config(raw: RawEdge) -> Result<EdgeConfig, ConfigError> {
             30_000,
             "edge.traversal_dead_peer_ms",
         )?,
+        retry_after_s: raw.retry_after_s.unwrap_or(60),
     })
 }
 

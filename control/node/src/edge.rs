@@ -89,6 +89,11 @@ impl EdgeProxy {
         self.traversal_up
     }
 
+    /// The Retry-After seconds maintenance refusals carry (default 60).
+    pub fn set_retry_after(&mut self, seconds: u32) {
+        self.retry_after_s = seconds;
+    }
+
     /// Maintenance mode: REGISTER from a flow that has not registered gets 503.
     pub fn set_maintenance(&mut self, on: bool) {
         self.maintenance = on;

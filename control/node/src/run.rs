@@ -410,7 +410,12 @@ async fn start_edge(
     )?);
     let edge = Arc::new(Edge {
         state: Mutex::new(EdgeState {
-            proxy: EdgeProxy::new(&edge_cfg.sip_host, sip_addr.port(), counters.clone()),
+            proxy: {
+                let mut proxy =
+                    EdgeProxy::new(&edge_cfg.sip_host, sip_addr.port(), counters.clone());
+                proxy.set_retry_after(edge_cfg.retry_after_s);
+                proxy
+            },
             flows: HashMap::new(),
             per_source: HashMap::new(),
             traversal: None,
@@ -519,11 +524,22 @@ async fn serve_client(edge: &Arc<Edge>, tcp: TcpStream, acceptor: TlsAcceptor) {
     let _ = tokio::time::timeout(Duration::from_secs(2), writer_task).await;
 }
 
+/// Traversal handshakes in progress at once: one core needs one; a flood of half-open
+/// handshakes on 7001 must not eat the edge's memory.
+const TRAVERSAL_HANDSHAKES: usize = 8;
+
 async fn accept_traversal(edge: Arc<Edge>, listener: TcpListener, acceptor: TlsAcceptor) {
+    let pending = Arc::new(tokio::sync::Semaphore::new(TRAVERSAL_HANDSHAKES));
     loop {
         let Ok((tcp, _peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
+        };
+        let Ok(permit) = pending.clone().try_acquire_owned() else {
+            edge.counters
+                .traversal_tls_failed
+                .fetch_add(1, Ordering::Relaxed);
+            continue; // dropping `tcp` refuses it
         };
         let edge = edge.clone();
         let acceptor = acceptor.clone();
@@ -549,6 +565,7 @@ async fn accept_traversal(edge: Arc<Edge>, listener: TcpListener, acceptor: TlsA
                     return;
                 }
             };
+            drop(permit);
             serve_traversal(&edge, stream).await;
         });
     }

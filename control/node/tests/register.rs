@@ -189,3 +189,33 @@ fn maintenance_refuses_new_registrations_and_refreshes_existing_ones() {
     assert_eq!(bob.register("bob", 120).1.status, 200);
     assert_eq!(c.core().registrations().len(), 2);
 }
+
+#[test]
+fn edge_maintenance_refuses_new_flows_and_lets_registered_ones_refresh() {
+    let c = Cluster::up(ClusterOptions {
+        edge_extra: "retry_after_s = 7".into(),
+        ..ClusterOptions::default()
+    });
+    let mut alice = c.client();
+    assert_eq!(alice.register("alice", 120).1.status, 200);
+    assert_eq!(c.edge.admin("maintenance on")["maintenance"], true);
+    let mut bob = c.client();
+    let refused = bob.register_once("bob", "example.com", 120);
+    assert_eq!(refused.status, 503);
+    assert_eq!(
+        refused.headers.first(&edgeway_sip::HeaderName::RetryAfter),
+        Some("7")
+    );
+    assert_eq!(
+        alice.register("alice", 120).1.status,
+        200,
+        "registered flow refreshes"
+    );
+    assert_eq!(c.edge.counter("maintenance_refused"), 1);
+    assert_eq!(
+        c.core().counter("maintenance_refused"),
+        0,
+        "refused at the edge"
+    );
+    assert_eq!(c.edge.admin("bogus")["ok"], false);
+}

@@ -59,6 +59,16 @@ fn traversal_comes_up_with_mutual_tls_and_reports_zones() {
     assert_eq!(c.edge.counter("traversal_lost"), 0);
 }
 
+/// The zone names a core's `status` reports, in order.
+fn zone_names(status: &serde_json::Value) -> Vec<&str> {
+    status["zones"]
+        .as_array()
+        .expect("zones")
+        .iter()
+        .filter_map(|z| z["name"].as_str())
+        .collect()
+}
+
 #[test]
 fn a_tls_node_gets_a_cetls_zone_and_registrations_cross_it() {
     let c = Cluster::up(ClusterOptions {
@@ -66,12 +76,7 @@ fn a_tls_node_gets_a_cetls_zone_and_registrations_cross_it() {
         ..ClusterOptions::default()
     });
     let status = c.core().status();
-    let names: Vec<&str> = status["zones"]
-        .as_array()
-        .expect("zones")
-        .iter()
-        .filter_map(|z| z["name"].as_str())
-        .collect();
+    let names = zone_names(&status);
     assert_eq!(names, ["CEtcp-cucm1", "CEtls-cucm1"]);
     let rules = status["search_rules"].as_array().expect("rules");
     assert!(rules.iter().all(|r| r["priority"] == 45));
@@ -356,12 +361,7 @@ fn the_core_routes_to_the_first_connected_node_in_configuration_order() {
         == true));
     let status = core.status();
     assert_eq!(status["ucm_nodes"][0]["connected"], false, "{status}");
-    let names: Vec<&str> = status["zones"]
-        .as_array()
-        .expect("zones")
-        .iter()
-        .filter_map(|z| z["name"].as_str())
-        .collect();
+    let names = zone_names(&status);
     assert_eq!(names, ["CEtcp-cucm-down", "CEtcp-cucm1"]);
     let mut alice = SipClient::connect(c.edge.addr("sip"), &c.pki.ca_path());
     assert_eq!(alice.register("alice", 60).1.status, 200);
