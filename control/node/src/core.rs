@@ -174,6 +174,10 @@ pub struct CoreSettings {
     pub domains: Vec<DomainConfig>,
     /// Configured Unified CM nodes.
     pub nodes: Vec<UcmNode>,
+    /// First binding number. The caller passes a random base so numbers never repeat
+    /// across restarts: Unified CM may still hold a `b<id>` Contact from before a restart,
+    /// and a reused number would send that user's calls to someone else.
+    pub binding_id_base: u64,
 }
 
 /// How long a REGISTER may stay unanswered before its pending state is dropped (64*T1).
@@ -197,7 +201,7 @@ impl CoreProxy {
             bindings: HashMap::new(),
             by_contact: HashMap::new(),
             pending: HashMap::new(),
-            next_id: 1,
+            next_id: settings.binding_id_base,
             counters,
         }
     }
@@ -496,7 +500,7 @@ impl CoreProxy {
                 Some(id) => *id,
                 None => {
                     let id = self.next_id;
-                    self.next_id += 1;
+                    self.next_id = self.next_id.wrapping_add(1);
                     self.by_contact.insert(key.clone(), id);
                     id
                 }
@@ -793,6 +797,7 @@ mod tests {
                     sip_registrations: true,
                 }],
                 nodes: vec![node],
+                binding_id_base: 1,
             },
             counters.clone(),
         );

@@ -727,6 +727,8 @@ async fn start_core(
         retry_after_s: core_cfg.retry_after_s,
         domains: core_cfg.domains.clone(),
         nodes: core_cfg.ucm.clone(),
+        // Random high half, so a restarted core never reissues a number Unified CM holds.
+        binding_id_base: (u64::from(rand::random::<u32>()) << 32) | 1,
     };
     let core = Arc::new(Core {
         state: Mutex::new(CoreState {

@@ -192,6 +192,22 @@ fn the_core_reconnects_after_it_restarts_and_registrations_resume() {
     let mut c = Cluster::up(ClusterOptions::default());
     let mut alice = c.client();
     assert_eq!(alice.register("alice", 120).1.status, 200);
+    let alice_contact = c.ucm.bindings()[0]["contact"]
+        .as_str()
+        .expect("contact")
+        .to_owned();
+    // The restarted core listens where the old one did, as a production core would
+    // (its Contact addresses must stay valid), so only the binding number tells apart.
+    let port = c.core().addr("sip").port();
+    let text = std::fs::read_to_string(&c.core_config).expect("config");
+    std::fs::write(
+        &c.core_config,
+        text.replace(
+            "sip_listen = \"127.0.0.1:0\"",
+            &format!("sip_listen = \"127.0.0.1:{port}\""),
+        ),
+    )
+    .expect("config");
     if let Some(mut core) = c.core.take() {
         core.kill();
     }
@@ -208,6 +224,41 @@ fn the_core_reconnects_after_it_restarts_and_registrations_resume() {
         c.edge.log.text()
     );
     c.wait_ucm();
+    // The new core never reissues a binding number ucm-sim still holds for alice: bob's
+    // Contact differs, and a request to alice's stale Contact (sent the way Unified CM
+    // would, on a new connection to the core) is refused, not delivered to bob.
+    let mut bob = c.client();
+    assert_eq!(bob.register("bob", 120).1.status, 200);
+    let contact_of = |user: &str| -> String {
+        c.ucm
+            .bindings()
+            .iter()
+            .find(|b| b["user"] == user)
+            .and_then(|b| b["contact"].as_str().map(str::to_owned))
+            .expect("binding")
+    };
+    let bob_contact = contact_of("bob");
+    assert_ne!(alice_contact, bob_contact);
+    let mut tcp = TcpStream::connect(c.core().addr("sip")).expect("connect to the core");
+    tcp.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let options = format!(
+        "OPTIONS {alice_contact} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKstale\r\n\
+Max-Forwards: 70\r\nFrom: <sip:ucm@example.com>;tag=u\r\nTo: <sip:alice@example.com>\r\n\
+Call-ID: stale\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    std::io::Write::write_all(&mut tcp, options.as_bytes()).expect("send");
+    let mut answer = [0u8; 512];
+    let n = std::io::Read::read(&mut tcp, &mut answer).expect("read");
+    assert!(
+        answer[..n].starts_with(b"SIP/2.0 480 "),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    assert!(
+        bob.recv_request(Duration::from_millis(300)).is_none(),
+        "nothing for bob"
+    );
     assert_eq!(
         alice.register("alice", 120).1.status,
         200,

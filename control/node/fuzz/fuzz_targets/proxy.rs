@@ -115,6 +115,7 @@ fuzz_target!(|inputs: Vec<Input>| {
             retry_after_s: 60,
             domains: vec![DomainConfig { name: "example.com".into(), sip_registrations: true }],
             nodes: vec![node],
+            binding_id_base: 1,
         },
         counters,
     );
