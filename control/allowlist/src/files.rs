@@ -127,13 +127,19 @@ pub enum CsvError {
         /// What the row has.
         found: String,
     },
-    /// The same rule twice.
+    /// The same rule twice in one file.
     #[error("line {line}: duplicate of the rule on line {first_line}")]
     Duplicate {
         /// Line number.
         line: u64,
-        /// Where the rule first appeared (0: already stored before this upload).
+        /// Where the rule first appeared.
         first_line: u64,
+    },
+    /// A rule that the store already holds.
+    #[error("line {line}: duplicate of a rule already stored")]
+    AlreadyStored {
+        /// Line number.
+        line: u64,
     },
     /// The CSV syntax itself is broken (an unterminated quote, invalid UTF-8).
     #[error("line {line}: malformed CSV: {message}")]
@@ -160,6 +166,7 @@ impl CsvError {
             | CsvError::SeveralMethods { line, .. }
             | CsvError::BadExpectedResult { line, .. }
             | CsvError::Duplicate { line, .. }
+            | CsvError::AlreadyStored { line }
             | CsvError::Syntax { line, .. } => *line,
         }
     }
@@ -326,15 +333,18 @@ pub fn parse_rules(text: &str) -> Parsed<Rule> {
 pub fn refuse_duplicates(parsed: &mut Parsed<Rule>, existing: &[Rule]) {
     let mut kept: Vec<(u64, Rule)> = Vec::with_capacity(parsed.rows.len());
     for (line, rule) in parsed.rows.drain(..) {
-        let first_line = if existing.iter().any(|r| r.same_target(&rule)) {
-            Some(0)
+        let error = if existing.iter().any(|r| r.same_target(&rule)) {
+            Some(CsvError::AlreadyStored { line })
         } else {
             kept.iter()
                 .find(|(_, r)| r.same_target(&rule))
-                .map(|(l, _)| *l)
+                .map(|(first_line, _)| CsvError::Duplicate {
+                    line,
+                    first_line: *first_line,
+                })
         };
-        match first_line {
-            Some(first_line) => parsed.errors.push(CsvError::Duplicate { line, first_line }),
+        match error {
+            Some(error) => parsed.errors.push(error),
             None => kept.push((line, rule)),
         }
     }

@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod allowlist;
 mod flow;
 mod flows;
 mod srtp;
@@ -28,6 +29,9 @@ enum Command {
     Flows(flows::FlowsArgs),
     /// Whether the node's data plane is running, and how XDP sits in front of it.
     Status(status::StatusArgs),
+    /// The core's HTTP allow list: upload rules, run tests, check one request.
+    #[command(subcommand)]
+    Allowlist(allowlist::AllowlistCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Flow(args) => flow::run(args),
         Command::Flows(args) => flows::run(args),
         Command::Status(args) => status::run(args),
+        Command::Allowlist(cmd) => allowlist::run(cmd),
     }
 }
