@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use edgeway_allowlist::{
     automatic_rules, files::refuse_duplicates, parse_rules, parse_tests, run_tests, AllowList,
-    Decision, Node, Rule, RuleStore,
+    CsvError, Decision, Node, Rule, RuleStore,
 };
 
 /// Where the core reads its editable rules unless told otherwise.
@@ -121,21 +121,11 @@ fn upload(rules_csv: &Path, store_path: &Path, replace: bool) -> anyhow::Result<
     let mut parsed = parse_rules(&read(rules_csv)?);
     refuse_duplicates(&mut parsed, &store.rules);
     let mut out = io::stdout().lock();
-    let mut lines: Vec<(u64, String)> = parsed
+    let added_lines = parsed
         .rows
         .iter()
-        .map(|(line, rule)| (*line, format!("line {line}: added {rule}")))
-        .chain(
-            parsed
-                .errors
-                .iter()
-                .map(|e| (e.line(), format!("{e} (refused)"))),
-        )
-        .collect();
-    lines.sort_by_key(|(line, _)| *line);
-    for (_, text) in &lines {
-        writeln!(out, "{text}")?;
-    }
+        .map(|(line, rule)| (*line, format!("line {line}: added {rule}")));
+    print_in_line_order(&mut out, added_lines, &parsed.errors, "refused")?;
     let added = parsed.rows.len();
     if added > 0 || replace {
         store
@@ -187,6 +177,23 @@ fn load_list(sources: &RuleSources) -> anyhow::Result<AllowList> {
     Ok(list)
 }
 
+/// Prints row results and row errors merged in file order, each error marked with `fate`.
+fn print_in_line_order(
+    out: &mut impl Write,
+    rows: impl Iterator<Item = (u64, String)>,
+    errors: &[CsvError],
+    fate: &str,
+) -> io::Result<()> {
+    let mut lines: Vec<(u64, String)> = rows
+        .chain(errors.iter().map(|e| (e.line(), format!("{e} ({fate})"))))
+        .collect();
+    lines.sort_by_key(|(line, _)| *line);
+    for (_, text) in &lines {
+        writeln!(out, "{text}")?;
+    }
+    Ok(())
+}
+
 fn describe(rule: Option<&Rule>) -> String {
     rule.map_or_else(String::new, |rule| format!(" [{rule}]"))
 }
@@ -196,30 +203,18 @@ fn test(tests_csv: &Path, sources: &RuleSources) -> anyhow::Result<bool> {
     let parsed = parse_tests(&read(tests_csv)?);
     let outcomes = run_tests(&list, &parsed.rows);
     let mut out = io::stdout().lock();
-    let mut lines: Vec<(u64, String)> = outcomes
-        .iter()
-        .map(|o| {
-            let verdict = if o.passed { "pass" } else { "FAIL" };
-            let decision = if o.allowed { "allow" } else { "block" };
-            let text = format!(
-                "line {}: {verdict} {decision}: {}{}",
-                o.line,
-                o.reason,
-                describe(o.rule.as_ref())
-            );
-            (o.line, text)
-        })
-        .chain(
-            parsed
-                .errors
-                .iter()
-                .map(|e| (e.line(), format!("{e} (not run)"))),
-        )
-        .collect();
-    lines.sort_by_key(|(line, _)| *line);
-    for (_, text) in &lines {
-        writeln!(out, "{text}")?;
-    }
+    let outcome_lines = outcomes.iter().map(|o| {
+        let verdict = if o.passed { "pass" } else { "FAIL" };
+        let decision = if o.allowed { "allow" } else { "block" };
+        let text = format!(
+            "line {}: {verdict} {decision}: {}{}",
+            o.line,
+            o.reason,
+            describe(o.rule.as_ref())
+        );
+        (o.line, text)
+    });
+    print_in_line_order(&mut out, outcome_lines, &parsed.errors, "not run")?;
     let failed = outcomes.iter().filter(|o| !o.passed).count();
     writeln!(
         out,
