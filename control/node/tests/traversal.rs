@@ -418,3 +418,38 @@ fn the_core_routes_to_the_first_connected_node_in_configuration_order() {
     assert_eq!(alice.register("alice", 60).1.status, 200);
     assert_eq!(core.registrations()[0]["node"], "cucm1");
 }
+
+#[test]
+fn the_core_refuses_an_edge_whose_certificate_lacks_the_configured_name() {
+    let mut c = Cluster::up(ClusterOptions::default());
+    if let Some(mut core) = c.core.take() {
+        core.kill();
+    }
+    assert!(c.edge.wait_traversal(false, Duration::from_secs(5)));
+    let text = std::fs::read_to_string(&c.core_config).expect("config");
+    std::fs::write(
+        &c.core_config,
+        text.replace(
+            "edge_name = \"edge.example.com\"",
+            "edge_name = \"impostor.example.com\"",
+        ),
+    )
+    .expect("config");
+    let core = Node::start(&c.core_config);
+    assert!(
+        eventually(Duration::from_secs(5), || core
+            .counter("traversal_tls_failed")
+            >= 2),
+        "{}",
+        core.log.text()
+    );
+    assert_eq!(core.status()["traversal"], "down");
+    assert_eq!(c.edge.status()["traversal"], "down");
+    assert!(
+        core.log
+            .text()
+            .contains("certificate not valid for name \"impostor.example.com\""),
+        "{}",
+        core.log.text()
+    );
+}
