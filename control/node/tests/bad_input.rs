@@ -33,6 +33,15 @@ fn good_client_unaffected(alice: &mut SipClient) {
     alice.send_raw(b"\r\n\r\n").expect("ping");
 }
 
+/// Waits for `cond` while the good client keeps its flow alive with RFC 5626 pings (the
+/// edge's idle timeout is 1.5 s here, shorter than some waits).
+fn while_pinging(alice: &mut SipClient, timeout: Duration, cond: impl Fn() -> bool) -> bool {
+    eventually(timeout, || {
+        alice.send_raw(b"\r\n\r\n").expect("ping");
+        cond()
+    })
+}
+
 fn expect_refusal_then_close(client: &mut SipClient, status_line: &str) -> String {
     let (seen, closed) = client.read_until_closed(Duration::from_secs(5));
     let text = String::from_utf8_lossy(&seen).into_owned();
@@ -110,7 +119,7 @@ fn misbehaving_clients_are_refused_counted_and_do_not_affect_a_good_one() {
     let mut slow = tcp_from(edge, bad_source()).expect("tcp");
     slow.write_all(&[0x16, 0x03, 0x01])
         .expect("a few bytes of a ClientHello");
-    assert!(eventually(Duration::from_secs(4), || c
+    assert!(while_pinging(&mut alice, Duration::from_secs(4), || c
         .edge
         .counter("client_tls_timeout")
         == 1));
@@ -124,7 +133,7 @@ fn misbehaving_clients_are_refused_counted_and_do_not_affect_a_good_one() {
         let tcp = tcp_from(edge, bad_source()).expect("tcp");
         let _ = tcp;
     }
-    assert!(eventually(Duration::from_secs(3), || c
+    assert!(while_pinging(&mut alice, Duration::from_secs(3), || c
         .edge
         .counter("refused_per_source_limit")
         == 2));
@@ -132,11 +141,10 @@ fn misbehaving_clients_are_refused_counted_and_do_not_affect_a_good_one() {
 
     // Idle connections are closed; the pinging good client is not.
     assert!(
-        eventually(Duration::from_secs(4), || {
-            // The good client keeps its flow alive with RFC 5626 pings meanwhile.
-            alice.send_raw(b"\r\n\r\n").expect("ping");
-            c.edge.counter("client_idle_closed") >= 3
-        }),
+        while_pinging(&mut alice, Duration::from_secs(4), || c
+            .edge
+            .counter("client_idle_closed")
+            >= 3),
         "{}",
         c.edge.status()
     );

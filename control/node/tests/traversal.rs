@@ -317,7 +317,7 @@ fn a_silent_peer_is_declared_dead_on_both_sides_and_the_zone_recovers() {
     // The edge stops answering pings: the core declares it dead and redials with backoff.
     signal(c.edge.pid(), "-STOP");
     assert!(
-        eventually(Duration::from_secs(5), || c.core().status()["traversal"]
+        eventually(Duration::from_secs(8), || c.core().status()["traversal"]
             == "down"),
         "core: dead edge detected"
     );

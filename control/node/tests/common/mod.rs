@@ -399,7 +399,7 @@ sip_listen = "127.0.0.1:0"
 sip_host = "core.example.com"
 sip_path_headers = {path}
 keepalive_interval_ms = 200
-dead_peer_timeout_ms = 1500
+dead_peer_timeout_ms = 3000
 reconnect_max_ms = 400
 retry_after_s = 30
 {extra}
