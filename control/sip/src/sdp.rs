@@ -513,6 +513,21 @@ impl SessionDescription {
         Ok(())
     }
 
+    /// Replaces the `o=` line's address type and address with `ip` (a B2BUA's SDP names
+    /// itself, not the party behind it).
+    pub fn set_origin_address(&mut self, ip: IpAddr) -> Result<(), SdpError> {
+        let f = self.origin_fields()?;
+        let c = Connection::for_ip(ip);
+        let value = format!(
+            "{} {} {} {} {} {}",
+            f[0], f[1], f[2], c.net_type, c.addr_type, c.address
+        );
+        if let Some(o) = self.session.iter_mut().find(|l| l.kind == 'o') {
+            o.value = value;
+        }
+        Ok(())
+    }
+
     /// Serializes with CRLF line ends.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.to_string().into_bytes()
@@ -624,6 +639,9 @@ mod tests {
         );
         assert_eq!(SessionDescription::parse(out.as_bytes()).unwrap(), sdp);
         assert_eq!(sdp.media_mut()[0].remove_attribute("x-cisco-foo"), 1);
+        sdp.set_origin_address("198.51.100.1".parse().unwrap())
+            .unwrap();
+        assert!(sdp.to_string().contains("o=- 1 2 IN IP4 198.51.100.1\r\n"));
     }
 
     #[test]

@@ -1,0 +1,99 @@
+//! The media plan of edgeway's calls, sans-IO: what the control plane (`edgeway-control`)
+//! does with every SDP body of a call, on either role.
+//!
+//! - **Edge** ([`EdgeCall`]): each relayed `m=` line gets a client-facing port pair from the
+//!   node's [`PortAllocator`](edgeway_flowtable::PortAllocator); SDP is rewritten to the
+//!   edge's public address towards the client and to its demux pair towards the core; Relay
+//!   entries join the two, latching the client from its signalling address only.
+//! - **Core** ([`CoreCall`]): a B2BUA's two legs. Towards the edge SRTP is required (a
+//!   client offer without a usable `a=crypto` is refused with 488 and a `Warning`); each leg
+//!   gets fresh SDES keys (RFC 4568, edgeway-srtp's suites strongest first) and the client's
+//!   keys never reach the inside. Rekey entries (SRTP↔SRTP, or SRTP↔RTP for a non-secure
+//!   phone profile), RTCP included, and the pinhole keepalive towards the edge's demux port.
+//!
+//! How it is driven: one call object per call; hand it each offer and answer as it crosses
+//! (`offer(from, now_ms, body, pool, ..)`, `answer(..)`), a failed or cancelled offer
+//! (`offer_failed`), and the end of the call (`teardown`: BYE, CANCEL, failure, media
+//! timeout). Each returns the body to forward and a [`FlowUpdate`] to apply to the flow
+//! table at once (removals, then inserts). Time (`now_ms`, the table's Unix ms) and the
+//! CSPRNG for keys come from the caller; ports come through [`PortPool`], implemented for
+//! the table's allocator. Errors ([`PlanError`]) carry the SIP status and `Warning` to
+//! answer with, and leave the call exactly as before the message: nothing allocated,
+//! no entry produced. `teardown` removes every entry the call ever handed out and releases
+//! every pair: no flow outlives its call.
+//!
+//! **Dialog pairing (not here yet).** A B2BUA also maps the two dialogs: the inside leg gets
+//! its own Call-ID, From tag and CSeq space; in-dialog requests (re-INVITE, UPDATE, INFO,
+//! REFER, BYE) are translated leg to leg with their CSeq mapped and their SDP passed through
+//! this crate; responses map back by the transaction that carried them. That belongs on
+//! edgeway-sip's `Dialog` beside this plan (one `CallLegs { outside: Dialog, inside: Dialog,
+//! media: CoreCall }` per call) and is left to the control plane's call work; this crate
+//! only needs to be told which leg an SDP body came from and whether it is an offer or an
+//! answer (offer in INVITE/200, answer in 200/ACK, or in UPDATE/PRACK and their 200).
+#![forbid(unsafe_code)]
+
+mod core;
+mod edge;
+mod error;
+mod media;
+mod plan;
+mod session;
+
+use std::fmt;
+
+pub use crate::core::{CoreCall, CoreConfig, InsideSecurity};
+pub use edge::{EdgeCall, EdgeConfig};
+pub use error::PlanError;
+pub use media::Remote;
+pub use plan::{FlowUpdate, PortPool};
+
+/// A call's two sides as seen from one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    /// Towards the remote client (on the core: towards the edge).
+    Outside,
+    /// Towards the enterprise (on the edge: the core; on the core: the phone).
+    Inside,
+}
+
+impl fmt::Display for Leg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Leg::Outside => "outside",
+            Leg::Inside => "inside",
+        })
+    }
+}
+
+/// Limits on what an SDP body may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest body accepted (bytes).
+    pub max_body: usize,
+    /// Most `m=` lines accepted (each relayed one costs one or two port pairs).
+    pub max_media: usize,
+}
+
+impl Default for Limits {
+    /// 16 KiB and 8 `m=` lines: audio, video, presentation and data with room to spare.
+    fn default() -> Self {
+        Limits {
+            max_body: 16 * 1024,
+            max_media: 8,
+        }
+    }
+}
+
+/// The result of one offer or answer: the body to forward and the table changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    /// The rewritten SDP for the other leg.
+    pub sdp: Vec<u8>,
+    /// Entries to remove and insert now.
+    pub flows: FlowUpdate,
+}
+
+/// The flow id of `m=` line `index` of call `call_id` (both directions and RTCP share it).
+pub(crate) fn flow_id(call_id: u64, index: usize) -> u64 {
+    (call_id << 8) | (index as u64 & 0xff)
+}
