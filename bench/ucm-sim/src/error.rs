@@ -32,4 +32,16 @@ pub enum UcmSimError {
         /// What is wrong.
         reason: String,
     },
+    /// `call` named a caller that is not a simulated phone (`phone = "sim"`).
+    #[error("user {0:?} is not a simulated phone (phone = \"sim\")")]
+    NotASimPhone(String),
+    /// `hangup` named no current call.
+    #[error("no call {0}")]
+    NoSuchCall(u64),
+    /// `hangup` named a call between two registered users (hang up at a phone).
+    #[error("call {0} is proxied between registered users: hang up at one of the phones")]
+    NotASimCall(u64),
+    /// Media could not be set up (no port, or the simulated phones' SDP did not agree).
+    #[error("media: {0}")]
+    Media(String),
 }

@@ -53,17 +53,22 @@
 //! where Unified CM's answers differ from a generic registrar are in [`registrar`].
 #![forbid(unsafe_code)]
 
+pub mod calls;
 pub mod digest;
 mod error;
+pub mod media;
+pub mod offer;
 pub mod registrar;
 mod settings;
 pub mod users;
 
+pub use calls::{Action, AnswerMode, CallView, Switch, SwitchCounters};
 pub use digest::{DigestAuthenticator, DigestConfig, DigestVerdict};
 pub use error::UcmSimError;
+pub use media::{MediaCounters, MediaStream};
 pub use registrar::{
     BindingView, ConnectionId, Origin, Outbound, Registrar, RegistrarConfig, RegistrarCounters,
     Transport,
 };
 pub use settings::Settings;
-pub use users::{SecurityProfile, User, UserDirectory};
+pub use users::{PhoneKind, SecurityProfile, User, UserDirectory};

@@ -204,6 +204,21 @@ pub struct Outbound {
     pub branch: String,
 }
 
+/// Where requests to a registered user go (its most recent binding).
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    /// The Contact URI: the Request-URI.
+    pub contact: Uri,
+    /// The stored Path: the Route set.
+    pub path: Vec<String>,
+    /// The connection the REGISTER came on.
+    pub connection: ConnectionId,
+    /// The address of record.
+    pub aor: String,
+    /// The AOR's host.
+    pub domain: String,
+}
+
 /// The registrar; see the module docs.
 #[derive(Debug)]
 pub struct Registrar {
@@ -642,6 +657,86 @@ impl Registrar {
         self.bindings.values().map(Vec::len).sum()
     }
 
+    /// The user directory, for the admin API's changes (busy flags).
+    pub(crate) fn users_mut(&mut self) -> &mut UserDirectory {
+        &mut self.users
+    }
+
+    /// Where requests to `name` go: its most recent live binding.
+    pub(crate) fn target(&self, now: Instant, name: &str) -> Option<Target> {
+        let b = self
+            .bindings
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|b| b.expires_at > now)
+            .max_by_key(|b| b.registered_at)?;
+        Some(Target {
+            contact: b.contact.uri.clone(),
+            path: b.path.clone(),
+            connection: b.origin.connection,
+            aor: b.aor.clone(),
+            domain: b.domain.clone(),
+        })
+    }
+
+    /// `true` when `name` holds a live binding registered over `connection`.
+    pub(crate) fn registered_on(&self, now: Instant, name: &str, connection: ConnectionId) -> bool {
+        self.bindings
+            .get(name)
+            .into_iter()
+            .flatten()
+            .any(|b| b.expires_at > now && b.origin.connection == connection)
+    }
+
+    /// Checks the Proxy-Authorization of a request from `user` (digest over its method),
+    /// or returns the 407 challenge / 403 refusal to answer it with.
+    pub(crate) fn authorize_request(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        user: &User,
+    ) -> Result<(), Response> {
+        let realm = self.auth.realm().to_owned();
+        let creds = req
+            .headers
+            .auth(&HeaderName::ProxyAuthorization)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|a| a.is_digest() && a.param("realm") == Some(realm.as_str()));
+        let challenge = |r: &mut Registrar, stale: bool| {
+            r.counters.challenges += 1;
+            let value = r.auth.challenge(now, stale);
+            respond(
+                req,
+                407,
+                "Proxy Authentication Required",
+                vec![(HeaderName::ProxyAuthenticate, value)],
+            )
+        };
+        let Some(creds) = creds else {
+            return Err(challenge(self, false));
+        };
+        if creds.param("username") != Some(user.name.as_str()) {
+            self.counters.auth_failures += 1;
+            return Err(respond(
+                req,
+                403,
+                "Forbidden (username does not match the caller)",
+                vec![],
+            ));
+        }
+        match self.verify(now, req, &creds, user) {
+            DigestVerdict::Authenticated => Ok(()),
+            DigestVerdict::Stale => Err(challenge(self, true)),
+            DigestVerdict::WrongResponse => {
+                self.counters.auth_failures += 1;
+                Err(respond(req, 403, "Forbidden", vec![]))
+            }
+            _ => Err(challenge(self, false)),
+        }
+    }
+
     /// Builds `method` (OPTIONS or MESSAGE) towards `user`'s most recent binding: the
     /// Request-URI is its Contact, the Route set its stored Path, and it is to be written
     /// on the connection the REGISTER came on. `local_addr` tells that connection's local
@@ -732,7 +827,12 @@ fn host_text(host: &Host) -> String {
 }
 
 /// The response to `req` with `extra` headers, Content-Length last (as Unified CM writes it).
-fn respond(req: &Request, status: u16, reason: &str, extra: Vec<(HeaderName, String)>) -> Response {
+pub(crate) fn respond(
+    req: &Request,
+    status: u16,
+    reason: &str,
+    extra: Vec<(HeaderName, String)>,
+) -> Response {
     let mut r = req.make_response(status, reason, Some(&to_tag(req)));
     r.headers.remove_all(&HeaderName::ContentLength);
     for (name, value) in extra {
@@ -745,7 +845,7 @@ fn respond(req: &Request, status: u16, reason: &str, extra: Vec<(HeaderName, Str
 
 /// A To tag stable for one request (retransmissions get the same one): FNV-1a over the
 /// Call-ID and the From tag.
-fn to_tag(req: &Request) -> String {
+pub(crate) fn to_tag(req: &Request) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let call_id = req.headers.first(&HeaderName::CallId).unwrap_or("");
     let from = req.headers.first(&HeaderName::From).unwrap_or("");
@@ -833,7 +933,7 @@ mod tests {
             password: "pw".into(),
             number: "1001".into(),
             security_profile: SecurityProfile::Secure,
-            devices: vec![],
+            ..User::default()
         }])
         .expect("users");
         let config = RegistrarConfig {

@@ -15,14 +15,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use edgeway_sip::Method;
 use edgeway_sip::{Frame, FramerError, Message, ParseLimits, StreamFramer};
+use edgeway_ucm_sim::media::PACKET_BUF;
+use edgeway_ucm_sim::offer::MediaPlan;
 use edgeway_ucm_sim::registrar::refusal_for_unparsed;
-use edgeway_ucm_sim::{ConnectionId, Origin, Registrar, Settings, Transport};
+use edgeway_ucm_sim::{
+    Action, AnswerMode, ConnectionId, MediaCounters, MediaStream, Origin, Registrar, Settings,
+    Switch, Transport,
+};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
@@ -83,9 +89,24 @@ struct ConnectionHandle {
 /// A final response to an admin `send`: status and reason.
 type FinalResponse = (u16, String);
 
+/// A simulated phone's running media: plan updates go down `control`; dropping it stops
+/// the task.
+#[derive(Debug)]
+struct MediaHandle {
+    control: mpsc::UnboundedSender<MediaPlan>,
+    counters: Arc<Mutex<MediaCounters>>,
+}
+
 #[derive(Debug)]
 struct Shared {
     registrar: Mutex<Registrar>,
+    /// Calls and simulated phones; locked after `registrar` when both are needed.
+    switch: Mutex<Switch>,
+    /// Media sockets bound for an offer or answer, not yet started.
+    bound: Mutex<HashMap<SocketAddr, std::net::UdpSocket>>,
+    media: Mutex<HashMap<SocketAddr, MediaHandle>>,
+    /// The address simulated phones bind media on (`--media-ip`).
+    media_ip: std::net::IpAddr,
     connections: Mutex<HashMap<ConnectionId, ConnectionHandle>>,
     pending: Mutex<HashMap<String, oneshot::Sender<FinalResponse>>>,
     limits: ParseLimits,
@@ -127,6 +148,12 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
             rand::random(),
             Instant::now(),
         )),
+        switch: Mutex::new(Switch::new(rand::random())),
+        bound: Mutex::new(HashMap::new()),
+        media: Mutex::new(HashMap::new()),
+        media_ip: settings
+            .media_ip
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
         connections: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
         limits,
@@ -283,8 +310,9 @@ async fn serve_connection<S>(shared: Arc<Shared>, mut stream: S, origin: Origin,
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(8);
+    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(64);
     lock(&shared.connections).insert(origin.connection, ConnectionHandle { tx, local });
+    lock(&shared.switch).connection_opened(&origin, local);
     shared.io.connections_open.fetch_add(1, Ordering::Relaxed);
     let mut framer = StreamFramer::new(shared.limits);
     let mut buf = vec![0u8; READ_BUF];
@@ -318,6 +346,8 @@ where
         }
     }
     lock(&shared.connections).remove(&origin.connection);
+    let actions = lock(&shared.switch).connection_closed(origin.connection);
+    apply(&shared, actions, None);
     shared.io.connections_open.fetch_sub(1, Ordering::Relaxed);
     let _ = stream.shutdown().await;
 }
@@ -327,13 +357,28 @@ where
 fn handle_frames(shared: &Shared, framer: &mut StreamFramer, origin: &Origin, out: &mut Vec<u8>) {
     while let Some(frame) = framer.poll_frame() {
         match frame {
-            Frame::Message(Message::Request(req)) => {
+            Frame::Message(Message::Request(req)) if req.method == Method::Register => {
                 let response = lock(&shared.registrar).handle_request(Instant::now(), &req, origin);
                 if let Some(r) = response {
                     r.write_to(out);
                 }
             }
+            Frame::Message(Message::Request(req)) => {
+                let actions = {
+                    let mut registrar = lock(&shared.registrar);
+                    let mut switch = lock(&shared.switch);
+                    switch.handle_request(Instant::now(), &mut registrar, &req, origin, &mut || {
+                        bind_media(shared)
+                    })
+                };
+                apply(shared, actions, Some((origin.connection, out)));
+            }
             Frame::Message(Message::Response(resp)) => {
+                let relayed = lock(&shared.switch).handle_response(&resp, origin);
+                if let Some(actions) = relayed {
+                    apply(shared, actions, Some((origin.connection, out)));
+                    continue;
+                }
                 if resp.status < 200 {
                     continue;
                 }
@@ -457,7 +502,59 @@ async fn admin_command(shared: &Shared, cmd: &Value) -> Result<Value, String> {
                 _ => serde_json::Map::new(),
             };
             shared.io.to_json(&mut counters);
+            if let Ok(Value::Object(m)) = serde_json::to_value(lock(&shared.switch).counters()) {
+                counters.extend(m);
+            }
             Ok(json!({ "counters": counters }))
+        }
+        Some("call") => {
+            let (Some(from), Some(to)) = (field("from"), field("to")) else {
+                return Err("call needs \"from\" (a sim phone) and \"to\"".to_owned());
+            };
+            let mut bound = Vec::new();
+            let placed = {
+                let registrar = lock(&shared.registrar);
+                let mut switch = lock(&shared.switch);
+                switch.place_call(Instant::now(), &registrar, from, to, &mut || {
+                    let addr = bind_media(shared);
+                    bound.extend(addr);
+                    addr
+                })
+            };
+            let (call, actions) = placed.map_err(|e| {
+                // The sockets bound for a call that could not be set up are closed.
+                let mut waiting = lock(&shared.bound);
+                for addr in &bound {
+                    waiting.remove(addr);
+                }
+                e.to_string()
+            })?;
+            apply(shared, actions, None);
+            Ok(json!({ "call": call }))
+        }
+        Some("hangup") => {
+            let call = cmd
+                .get("call")
+                .and_then(Value::as_u64)
+                .ok_or("hangup needs \"call\": a number from calls")?;
+            let actions = lock(&shared.switch)
+                .hangup(call)
+                .map_err(|e| e.to_string())?;
+            apply(shared, actions, None);
+            Ok(json!({ "call": call }))
+        }
+        Some("calls") => Ok(json!({ "calls": calls_view(shared) })),
+        Some("answer_mode") => {
+            let (Some(user), Some(mode)) = (field("user"), field("mode")) else {
+                return Err("answer_mode needs \"user\" and \"mode\"".to_owned());
+            };
+            let mode = AnswerMode::parse(mode)
+                .ok_or_else(|| format!("mode {mode:?} is not auto, busy or ring"))?;
+            let mut registrar = lock(&shared.registrar);
+            lock(&shared.switch)
+                .set_answer_mode(&mut registrar, user, mode)
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "user": user }))
         }
         Some("send") => {
             let (Some(method), Some(to)) = (field("method"), field("to")) else {
@@ -470,7 +567,9 @@ async fn admin_command(shared: &Shared, cmd: &Value) -> Result<Value, String> {
                 .unwrap_or(SEND_TIMEOUT);
             send(shared, method, to, field("body"), timeout).await
         }
-        Some(other) => Err(format!("unknown cmd {other:?} (bindings, counters, send)")),
+        Some(other) => Err(format!(
+            "unknown cmd {other:?} (bindings, counters, send, call, hangup, calls, answer_mode)"
+        )),
         None => Err("missing \"cmd\"".to_owned()),
     }
 }
@@ -527,4 +626,125 @@ async fn send(
         IoCounters::bump(&shared.io.send_failures);
     }
     result
+}
+
+/// Binds a UDP socket for a simulated phone's media; it waits in `bound` until its media
+/// starts (or is dropped when the offer is refused).
+fn bind_media(shared: &Shared) -> Option<SocketAddr> {
+    let socket = std::net::UdpSocket::bind((shared.media_ip, 0)).ok()?;
+    let addr = socket.local_addr().ok()?;
+    lock(&shared.bound).insert(addr, socket);
+    Some(addr)
+}
+
+/// Carries out the switch's actions: bytes for `own` (the connection being served) go into
+/// its output buffer, other connections get them through their channel.
+fn apply(shared: &Shared, actions: Vec<Action>, mut own: Option<(ConnectionId, &mut Vec<u8>)>) {
+    for action in actions {
+        match action {
+            Action::Send { connection, bytes } => match &mut own {
+                Some((id, out)) if *id == connection => out.extend_from_slice(&bytes),
+                _ => {
+                    let tx = lock(&shared.connections)
+                        .get(&connection)
+                        .map(|h| h.tx.clone());
+                    match tx.map(|tx| tx.try_send(bytes)) {
+                        Some(Ok(())) => IoCounters::bump(&shared.io.sent),
+                        _ => IoCounters::bump(&shared.io.send_failures),
+                    }
+                }
+            },
+            Action::Media { local, plan } => {
+                if let Some(handle) = lock(&shared.media).get(&local) {
+                    let _ = handle.control.send(plan);
+                    continue;
+                }
+                let Some(socket) = lock(&shared.bound).remove(&local) else {
+                    continue;
+                };
+                let Ok(stream) = MediaStream::new(&plan, rand::random(), rand::random()) else {
+                    continue;
+                };
+                let socket = match socket
+                    .set_nonblocking(true)
+                    .and_then(|()| UdpSocket::from_std(socket))
+                {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                };
+                let (control, updates) = mpsc::unbounded_channel();
+                let counters = Arc::new(Mutex::new(MediaCounters::default()));
+                tokio::spawn(media_task(socket, stream, plan, updates, counters.clone()));
+                lock(&shared.media).insert(local, MediaHandle { control, counters });
+            }
+            Action::StopMedia { local } => {
+                lock(&shared.media).remove(&local);
+                lock(&shared.bound).remove(&local);
+            }
+        }
+    }
+}
+
+/// Sends a packet every 20 ms and checks what arrives, until the handle is dropped.
+async fn media_task(
+    socket: UdpSocket,
+    mut stream: MediaStream,
+    mut plan: MediaPlan,
+    mut updates: mpsc::UnboundedReceiver<MediaPlan>,
+    counters: Arc<Mutex<MediaCounters>>,
+) {
+    let period = Duration::from_secs(1) / edgeway_ucm_sim::media::PACKETS_PER_SECOND;
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tx_buf = [0u8; PACKET_BUF];
+    let mut rx_buf = [0u8; 2048];
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if let Some(n) = stream.next_packet(&mut tx_buf) {
+                    let _ = socket.send_to(&tx_buf[..n], stream.remote()).await;
+                }
+            }
+            got = socket.recv_from(&mut rx_buf) => {
+                if let Ok((n, _)) = got {
+                    stream.receive(&mut rx_buf, n);
+                }
+            }
+            update = updates.recv() => match update {
+                Some(new) => {
+                    if stream.update(&plan, &new).is_ok() {
+                        plan = new;
+                    }
+                }
+                None => break,
+            },
+        }
+        *lock(&counters) = stream.counters();
+    }
+}
+
+/// The switch's calls with each simulated leg's media counters.
+fn calls_view(shared: &Shared) -> Value {
+    let calls = lock(&shared.switch).calls(Instant::now());
+    let media = lock(&shared.media);
+    let mut list = Vec::new();
+    for call in calls {
+        let Ok(mut v) = serde_json::to_value(&call) else {
+            continue;
+        };
+        if let Some(legs) = v.get_mut("legs").and_then(Value::as_array_mut) {
+            for leg in legs {
+                let local = leg
+                    .get("media_local")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<SocketAddr>().ok());
+                if let Some(h) = local.and_then(|l| media.get(&l)) {
+                    let c = *lock(&h.counters);
+                    leg["media"] = json!(c);
+                }
+            }
+        }
+        list.push(v);
+    }
+    Value::Array(list)
 }

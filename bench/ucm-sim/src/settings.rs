@@ -72,6 +72,9 @@ pub struct Settings {
     /// Runtime worker threads [default: 2].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// The address simulated phones bind their media sockets on [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub media_ip: Option<std::net::IpAddr>,
     /// Once listening, write the bound addresses here as one JSON line.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -108,6 +111,7 @@ impl Settings {
             require_tls_for_secure: self.require_tls_for_secure || base.require_tls_for_secure,
             tls_handshake_timeout: self.tls_handshake_timeout.or(base.tls_handshake_timeout),
             threads: self.threads.or(base.threads),
+            media_ip: self.media_ip.or(base.media_ip),
             ready_file: self.ready_file.or(base.ready_file),
         }
     }

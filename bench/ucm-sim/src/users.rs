@@ -12,17 +12,29 @@ use serde::{Deserialize, Serialize};
 use crate::error::UcmSimError;
 
 /// A phone security profile: whether the user's device signals over TLS and uses SRTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SecurityProfile {
     /// Encrypted: SIP over TLS and SRTP.
+    #[default]
     Secure,
     /// Non-secure: SIP over TCP (or TLS) and RTP.
     NonSecure,
 }
 
+/// What answers a user's line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PhoneKind {
+    /// A real client that registers (calls go to its binding).
+    #[default]
+    Registered,
+    /// A simulated inside phone: ucm-sim answers, places calls and sends media itself.
+    Sim,
+}
+
 /// One user (an end user with one line and its devices).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// User id, the digest username (`alice`).
@@ -36,6 +48,18 @@ pub struct User {
     /// Device names (`CSFALICE`); informational for now.
     #[serde(default)]
     pub devices: Vec<String>,
+    /// `phone = "sim"`: a simulated inside phone answered by ucm-sim itself.
+    #[serde(default)]
+    pub phone: PhoneKind,
+    /// Calls to this user get 486 Busy Here (the admin `answer_mode` changes it).
+    #[serde(default)]
+    pub busy: bool,
+    /// The phone security profile's "Enable Digest Authentication": INVITEs from this user
+    /// are challenged (407 Proxy-Authenticate), as Unified CM challenges every request of a
+    /// device whose profile has it. Off (the default), Unified CM trusts the registered
+    /// device and does not challenge its INVITEs.
+    #[serde(default)]
+    pub digest_authentication: bool,
 }
 
 #[derive(Deserialize)]
@@ -84,7 +108,7 @@ impl UserDirectory {
                 password: format!("{password_prefix}{i:04}"),
                 number: (100_000 + i).to_string(),
                 security_profile: profile,
-                devices: Vec::new(),
+                ..User::default()
             };
             // Generated names and numbers are distinct by construction.
             let _ = dir.insert(user);
@@ -125,6 +149,22 @@ impl UserDirectory {
             .get(name_or_number)
             .or_else(|| self.by_number.get(name_or_number))
             .map(|&i| &self.users[i])
+    }
+
+    /// Sets the busy flag of `name_or_number`; `false` when there is no such user.
+    pub fn set_busy(&mut self, name_or_number: &str, busy: bool) -> bool {
+        let i = self
+            .by_name
+            .get(name_or_number)
+            .or_else(|| self.by_number.get(name_or_number))
+            .copied();
+        match i {
+            Some(i) => {
+                self.users[i].busy = busy;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Number of users.

@@ -69,14 +69,14 @@ fuzz_target!(|steps: Vec<Step>| {
             password: "pw".into(),
             number: "1001".into(),
             security_profile: SecurityProfile::Secure,
-            devices: vec![],
+            ..User::default()
         },
         User {
             name: "bob".into(),
             password: "pw2".into(),
             number: "1002".into(),
             security_profile: SecurityProfile::NonSecure,
-            devices: vec![],
+            ..User::default()
         },
     ])
     .expect("users");

@@ -1,0 +1,366 @@
+//! Calls through ucm-sim with real peers: sipp as a registered caller reaching a simulated
+//! inside phone (INVITE/200/ACK, hold by re-INVITE answered a=recvonly, UPDATE, INFO, BYE)
+//! with the phone's SRTP checked at the test's media socket; CANCEL answered 487; bad SDP,
+//! unknown numbers, busy and unregistered users refused with precise errors; two simulated
+//! phones exchanging SRTP both ways (keys through SDP a=crypto), counted by the phones.
+
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use edgeway_srtp::sdes::CryptoAttribute;
+use edgeway_srtp::{SrtpContext, SrtpProfile};
+use edgeway_testkit::peers::{
+    require_peer, sipp_scenario as scenario, Sipp, SippOutcome, SippTransport, UcmSim,
+    UcmSimOptions,
+};
+use serde_json::{json, Value};
+
+/// carol registers with sipp; desk and lobby are simulated phones (secure), fax is a
+/// non-secure simulated phone, dave a registered user who never registers, eve is busy.
+const USERS: &str = r#"
+[[user]]
+name = "carol"
+password = "carol-pw"
+number = "2001"
+security_profile = "secure"
+
+[[user]]
+name = "desk"
+password = "unused"
+number = "1001"
+security_profile = "secure"
+phone = "sim"
+
+[[user]]
+name = "lobby"
+password = "unused"
+number = "1002"
+security_profile = "secure"
+phone = "sim"
+
+[[user]]
+name = "fax"
+password = "unused"
+number = "1003"
+security_profile = "non-secure"
+phone = "sim"
+
+[[user]]
+name = "dave"
+password = "dave-pw"
+number = "2002"
+security_profile = "secure"
+
+[[user]]
+name = "eve"
+password = "eve-pw"
+number = "2003"
+security_profile = "secure"
+busy = true
+"#;
+
+fn ucm() -> UcmSim {
+    UcmSim::spawn(
+        env!("CARGO_BIN_EXE_ucm-sim").as_ref(),
+        &UcmSimOptions::tcp_with_users(USERS),
+    )
+}
+
+/// One sipp call as carol to `callee`, offering `proto` with SDP line `crypto` at `port`.
+fn carol_calls(
+    sipp: &std::path::Path,
+    ucm: &UcmSim,
+    scenario_file: &str,
+    callee: &str,
+    port: u16,
+    proto: &str,
+    crypto: &str,
+) -> SippOutcome {
+    let csv = format!(
+        "SEQUENTIAL\ncarol;[authentication username=carol password=carol-pw];example.com;\
+         {callee};{port};{proto};{crypto}\n"
+    );
+    Sipp::new(sipp, &scenario(scenario_file))
+        .remote(ucm.sip_tcp.expect("tcp"))
+        .transport(SippTransport::Tcp)
+        .users_csv(&csv)
+        .calls(1)
+        .run()
+}
+
+fn calls(ucm: &UcmSim) -> Vec<Value> {
+    ucm.admin(&json!({"cmd": "calls"}))["calls"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The a=crypto lines in `text` other than `ours`.
+fn other_crypto(text: &str, ours: &str) -> Vec<CryptoAttribute> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("a=crypto:") && *l != ours)
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
+#[test]
+fn sipp_calls_a_sim_phone_holds_updates_and_gets_srtp() {
+    let Some(sipp) = require_peer("sipp", "sipp calling a ucm-sim phone") else {
+        return;
+    };
+    let ucm = ucm();
+    // The test's socket stands in for sipp's media port: it collects the phone's SRTP.
+    let media = UdpSocket::bind("127.0.0.1:0").expect("media socket");
+    media
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let port = media.local_addr().expect("addr").port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let collector = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 2048];
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(n) = media.recv(&mut buf) {
+                    got.push(buf[..n].to_vec());
+                }
+            }
+            got
+        })
+    };
+    let ours =
+        CryptoAttribute::generate(1, SrtpProfile::AesCm128HmacSha1_80, &mut rand::thread_rng());
+    let ours_line = format!("a=crypto:{ours}");
+    let run = carol_calls(
+        &sipp,
+        &ucm,
+        "call_hold_update.xml",
+        "1001",
+        port,
+        "RTP/SAVP",
+        &ours_line,
+    );
+    stop.store(true, Ordering::Relaxed);
+    let packets = collector.join().expect("collector");
+    assert!(run.all_succeeded(), "{run:?}\nucm-sim:\n{}", ucm.output());
+    // The 200 came from the phone with a fresh key of the offered suite.
+    let answers = other_crypto(&run.messages, &ours_line);
+    assert!(
+        !answers.is_empty(),
+        "no a=crypto in the answers: {}",
+        run.messages
+    );
+    assert!(answers
+        .iter()
+        .all(|a| a.profile == SrtpProfile::AesCm128HmacSha1_80));
+    assert!(
+        run.messages.contains("a=recvonly"),
+        "hold answered a=recvonly"
+    );
+    // About 1 s of media before hold; every packet decrypts with the phone's key.
+    let mut rx = SrtpContext::new(&answers[0].to_config()).expect("context");
+    let mut good = 0;
+    for mut p in packets {
+        let n = p.len();
+        p.resize(n + 64, 0);
+        if let Ok(len) = rx.unprotect_rtp(&mut p, n) {
+            assert_eq!(len, 172, "G.711 20 ms packets");
+            good += 1;
+        } else {
+            panic!("a packet from the phone failed SRTP authentication");
+        }
+    }
+    assert!(good >= 25, "only {good} SRTP packets from the phone");
+    let c = ucm.counters();
+    assert_eq!(c["calls_answered"], 1, "{c}");
+    assert_eq!(c["calls_ended"], 1, "{c}");
+    assert_eq!(c["sdp_refused"], 0, "{c}");
+    assert!(calls(&ucm).is_empty(), "BYE ended the call");
+}
+
+#[test]
+fn sipp_cancels_a_ringing_sim_phone_and_gets_487() {
+    let Some(sipp) = require_peer("sipp", "sipp cancelling a call to a ucm-sim phone") else {
+        return;
+    };
+    let ucm = ucm();
+    let r = ucm.admin(&json!({"cmd": "answer_mode", "user": "1003", "mode": "ring"}));
+    assert_eq!(r["ok"], true, "{r}");
+    let run = carol_calls(
+        &sipp,
+        &ucm,
+        "call_cancel.xml",
+        "1003",
+        40000,
+        "RTP/AVP",
+        "a=x-no-crypto",
+    );
+    assert!(run.all_succeeded(), "{run:?}\nucm-sim:\n{}", ucm.output());
+    assert!(run.messages.contains("SIP/2.0 487 Request Terminated"));
+    assert_eq!(ucm.counter("calls_cancelled"), 1);
+    assert!(calls(&ucm).is_empty(), "CANCEL ended the call");
+}
+
+#[test]
+fn bad_sdp_and_unroutable_calls_get_precise_refusals() {
+    let Some(sipp) = require_peer("sipp", "sipp calls refused by ucm-sim") else {
+        return;
+    };
+    let ucm = ucm();
+    let suite = "a=crypto:1 AES_CM_256_NULL inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+    let key =
+        CryptoAttribute::generate(1, SrtpProfile::AesCm128HmacSha1_80, &mut rand::thread_rng());
+    let good_key = format!("a=crypto:{key}");
+    let huge = format!("a=x-pad:{}", "x".repeat(9000));
+    let cases = [
+        (
+            "1001",
+            40000,
+            "RTP/SAVP",
+            "a=x-no-crypto",
+            "488 Not Acceptable Here",
+            "306 ucm-sim \"no a=crypto line",
+        ),
+        (
+            "1001",
+            40000,
+            "RTP/SAVP",
+            suite,
+            "488 Not Acceptable Here",
+            "unsupported crypto-suite",
+        ),
+        (
+            "1001",
+            40000,
+            "RTP/AVP",
+            "a=x-no-crypto",
+            "488 Not Acceptable Here",
+            "302 ucm-sim \"RTP/AVP refused",
+        ),
+        (
+            "1001",
+            80,
+            "RTP/SAVP",
+            good_key.as_str(),
+            "488 Not Acceptable Here",
+            "media port 80 is reserved",
+        ),
+        (
+            "1001",
+            40000,
+            "RTP/SAVP",
+            huge.as_str(),
+            "488 Not Acceptable Here",
+            "over the 8192-byte limit",
+        ),
+        (
+            "9999",
+            40000,
+            "RTP/SAVP",
+            good_key.as_str(),
+            "404 Not Found",
+            "no such directory number",
+        ),
+        (
+            "2003",
+            40000,
+            "RTP/SAVP",
+            good_key.as_str(),
+            "486 Busy Here",
+            "",
+        ),
+        (
+            "2002",
+            40000,
+            "RTP/SAVP",
+            good_key.as_str(),
+            "480 Temporarily Unavailable",
+            "",
+        ),
+    ];
+    for (callee, port, proto, line, status, warning) in cases {
+        let run = carol_calls(&sipp, &ucm, "call_refused.xml", callee, port, proto, line);
+        assert!(run.all_succeeded(), "{callee} {line:.60}: {run:?}");
+        assert!(
+            run.messages.contains(&format!("SIP/2.0 {status}")),
+            "{callee} {line:.60}: expected {status}\n{}",
+            run.messages
+        );
+        assert!(
+            run.messages.contains(warning),
+            "{warning:?} missing:\n{}",
+            run.messages
+        );
+    }
+    let c = ucm.counters();
+    assert_eq!(c["sdp_refused"], 5, "{c}");
+    assert_eq!(c["not_found"], 1, "{c}");
+    assert_eq!(c["busy"], 1, "{c}");
+    assert_eq!(c["unavailable"], 1, "{c}");
+    assert!(calls(&ucm).is_empty());
+}
+
+/// Polls `calls` until `pred` holds for call `n`.
+fn wait_call(ucm: &UcmSim, n: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all = calls(ucm);
+        if let Some(c) = all.iter().find(|c| c["call"] == n) {
+            if pred(c) {
+                return c.clone();
+            }
+        }
+        assert!(
+            Instant::now() < end,
+            "call {n}: {what} not reached: {all:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn two_sim_phones_exchange_srtp_both_ways() {
+    let ucm = ucm();
+    let r = ucm.admin(&json!({"cmd": "call", "from": "desk", "to": "1002"}));
+    assert_eq!(r["ok"], true, "{r}");
+    let n = r["call"].as_u64().expect("call number");
+    // 50 packets a second each way: after about a second both phones have received.
+    let call = wait_call(&ucm, n, "50 packets each way", |c| {
+        c["legs"]
+            .as_array()
+            .is_some_and(|l| l.iter().all(|leg| leg["media"]["rx"].as_u64() >= Some(50)))
+    });
+    assert_eq!(call["kind"], "sim-to-sim");
+    assert_eq!(call["state"], "established");
+    for leg in call["legs"].as_array().expect("legs") {
+        assert_eq!(leg["srtp"], true, "{leg}");
+        assert_eq!(leg["media"]["decrypt_failures"], 0, "{leg}");
+        assert_eq!(leg["media"]["bad"], 0, "{leg}");
+        assert_eq!(leg["media"]["lost"], 0, "{leg}");
+        assert!(leg["media"]["tx"].as_u64() >= Some(50), "{leg}");
+    }
+    let r = ucm.admin(&json!({"cmd": "hangup", "call": n}));
+    assert_eq!(r["ok"], true, "{r}");
+    assert!(calls(&ucm).is_empty());
+    // A non-secure phone cannot take the secure phone's SRTP offer: refused, nothing left.
+    let r = ucm.admin(&json!({"cmd": "call", "from": "desk", "to": "fax"}));
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("RTP/SAVP refused")),
+        "{r}"
+    );
+    let r = ucm.admin(&json!({"cmd": "call", "from": "carol", "to": "desk"}));
+    assert!(
+        r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a simulated phone")),
+        "{r}"
+    );
+    assert!(calls(&ucm).is_empty());
+}
