@@ -327,11 +327,6 @@ fn normalize_path(raw: &str) -> Result<String, NormalizeError> {
                 b'\\' => return Err(NormalizeError::Backslash),
                 0 => return Err(NormalizeError::EncodedNul),
                 0x01..=0x1f | 0x7f => return Err(NormalizeError::EncodedControl),
-                b'%' if bytes.get(i + 3).copied().and_then(hex_value).is_some()
-                    && bytes.get(i + 4).copied().and_then(hex_value).is_some() =>
-                {
-                    return Err(NormalizeError::DoubleEncoding)
-                }
                 _ if is_unreserved(value) => decoded.push(char::from(value)),
                 _ => push_escape(&mut decoded, value),
             }
@@ -348,6 +343,15 @@ fn normalize_path(raw: &str) -> Result<String, NormalizeError> {
         i += 1;
     }
     flush_high_run(&mut high_run, &mut decoded)?;
+    // Checked on the decoded text, so `%25%32%65` (whose `%32%65` decode to `2e`) is caught
+    // as surely as `%252e`, and the canonical form never reads as double encoding.
+    if decoded
+        .as_bytes()
+        .windows(5)
+        .any(|w| w[..3] == *b"%25" && hex_value(w[3]).is_some() && hex_value(w[4]).is_some())
+    {
+        return Err(NormalizeError::DoubleEncoding);
+    }
     remove_dot_segments(&decoded)
 }
 

@@ -151,6 +151,13 @@ fn percent_encoding() {
     assert_eq!(refused("https://a.example/%7f"), E::EncodedControl);
     assert_eq!(refused("https://a.example/%252e"), E::DoubleEncoding);
     assert_eq!(refused("https://a.example/%252F"), E::DoubleEncoding);
+    // Found by the fuzzer: the hex digits after %25 may themselves be encoded.
+    assert_eq!(refused("https://a.example/%25%31C"), E::DoubleEncoding);
+    assert_eq!(refused("https://a.example/%25%32%65"), E::DoubleEncoding);
+    assert_eq!(
+        canonical("https://a.example/%25%47"),
+        "https://a.example/%25G"
+    );
     assert_eq!(
         canonical("https://a.example/100%25"),
         "https://a.example/100%25"
