@@ -364,3 +364,165 @@ fn two_sim_phones_exchange_srtp_both_ways() {
     );
     assert!(calls(&ucm).is_empty());
 }
+
+/// baresip registered as `user` over TCP, auto-answering with mandatory SDES-SRTP and a
+/// sine-wave source (so it sends real audio). The shared `Baresip` helper has no answer
+/// mode, so this one is local; killed on drop.
+struct AnsweringBaresip {
+    child: std::process::Child,
+    dir: edgeway_testkit::peers::ScratchDir,
+}
+
+impl AnsweringBaresip {
+    fn spawn(binary: &std::path::Path, user: &str, password: &str, ucm: &UcmSim) -> Self {
+        let dir = edgeway_testkit::peers::ScratchDir::new("baresip-answer");
+        let modules = ["/usr/lib/baresip/modules", "/usr/local/lib/baresip/modules"]
+            .into_iter()
+            .find(|d| std::path::Path::new(d).join("srtp.so").exists())
+            .expect("baresip's module directory (srtp.so) not found");
+        dir.write(
+            "config",
+            format!(
+                "poll_method epoll\nsip_listen 127.0.0.1:0\naudio_player aufile,/dev/null\n\
+                 audio_source aufile,{}\nmodule_path {modules}\nmodule g711.so\n\
+                 module aufile.so\nmodule srtp.so\nmodule menu.so\nmodule_tmp account.so\n",
+                dir.write("tone.wav", tone_wav(20)).display()
+            ),
+        );
+        let tcp = ucm.sip_tcp.expect("tcp");
+        dir.write(
+            "accounts",
+            format!(
+                "<sip:{user}@example.com;transport=tcp>;auth_pass={password};\
+                 outbound=\"sip:{tcp};transport=tcp\";regint=600;answermode=auto;\
+                 mediaenc=srtp-mand\n"
+            ),
+        );
+        let log = std::fs::File::create(dir.path().join("out.log")).expect("log");
+        let child = std::process::Command::new(binary)
+            .args(["-4", "-n", "127.0.0.1", "-f"])
+            .arg(dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start baresip");
+        AnsweringBaresip { child, dir }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("out.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AnsweringBaresip {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `seconds` of a 440 Hz tone as an 8 kHz mono 16-bit WAV file (baresip's aufile source).
+fn tone_wav(seconds: u32) -> Vec<u8> {
+    let samples = 8000 * seconds;
+    let data_len = samples * 2;
+    let mut w = Vec::with_capacity(44 + data_len as usize);
+    w.extend_from_slice(b"RIFF");
+    w.extend_from_slice(&(36 + data_len).to_le_bytes());
+    w.extend_from_slice(b"WAVEfmt ");
+    for v in [16u32, 1 | (1 << 16), 8000, 16000, 2 | (16 << 16)] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w.extend_from_slice(b"data");
+    w.extend_from_slice(&data_len.to_le_bytes());
+    for i in 0..samples {
+        let t = f64::from(i) / 8000.0;
+        let v = (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16;
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    w
+}
+
+const BOB: &str = r#"
+[[user]]
+name = "bob"
+password = "bob-pw"
+number = "3001"
+security_profile = "secure"
+"#;
+
+#[test]
+fn sim_phone_and_sipp_call_a_registered_baresip_with_srtp() {
+    let (Some(baresip), Some(sipp)) = (
+        require_peer("baresip", "a ucm-sim phone calling a registered baresip"),
+        require_peer("sipp", "sipp calling a registered baresip through ucm-sim"),
+    ) else {
+        return;
+    };
+    let ucm = UcmSim::spawn(
+        env!("CARGO_BIN_EXE_ucm-sim").as_ref(),
+        &UcmSimOptions::tcp_with_users(&format!("{USERS}{BOB}")),
+    );
+    let bob = AnsweringBaresip::spawn(&baresip, "bob", "bob-pw", &ucm);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ucm.bindings().iter().any(|b| b["user"] == "bob") {
+        assert!(
+            Instant::now() < end,
+            "bob did not register:\n{}",
+            bob.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A simulated inside phone calls bob: INVITE down bob's connection, SRTP both ways.
+    let r = ucm.admin(&json!({"cmd": "call", "from": "1001", "to": "bob"}));
+    assert_eq!(r["ok"], true, "{r}");
+    let n = r["call"].as_u64().expect("call");
+    let call = wait_call(&ucm, n, "SRTP from baresip", |c| {
+        c["state"] == "established" && c["legs"][0]["media"]["rx"].as_u64() >= Some(25)
+    });
+    assert!(
+        bob.output()
+            .contains("SRTP is Enabled (cryptosuite=AES_CM_128_HMAC_SHA1_80)"),
+        "{}",
+        bob.output()
+    );
+    assert_eq!(call["kind"], "sim-placed");
+    let phone = &call["legs"][0];
+    assert_eq!(phone["srtp"], true, "{call}");
+    assert_eq!(phone["media"]["decrypt_failures"], 0, "{call}");
+    assert_eq!(ucm.admin(&json!({"cmd": "hangup", "call": n}))["ok"], true);
+    assert!(calls(&ucm).is_empty());
+
+    // sipp (carol) calls bob: proxied, record-routed, BYE relayed.
+    let key =
+        CryptoAttribute::generate(1, SrtpProfile::AesCm128HmacSha1_80, &mut rand::thread_rng());
+    let run = carol_calls(
+        &sipp,
+        &ucm,
+        "call_basic.xml",
+        "3001",
+        40000,
+        "RTP/SAVP",
+        &format!("a=crypto:{key}"),
+    );
+    assert!(run.all_succeeded(), "{run:?}\nbaresip:\n{}", bob.output());
+    assert!(
+        run.messages
+            .contains("Record-Route: <sip:ucm-sim-rr@127.0.0.1:"),
+        "{}",
+        run.messages
+    );
+    let c = ucm.counters();
+    assert_eq!(c["calls_routed"], 1, "{c}");
+    assert_eq!(c["calls_placed"], 1, "{c}");
+    assert!(c["responses_relayed"].as_u64() >= Some(2), "{c}");
+    assert!(
+        c["in_dialog_forwarded"].as_u64() >= Some(2),
+        "ACK and BYE: {c}"
+    );
+    assert!(
+        calls(&ucm).is_empty(),
+        "the relayed 200 to BYE ended the call"
+    );
+}
