@@ -185,7 +185,7 @@ impl CoreCall {
                 call_id,
                 inside,
             },
-            session: Session::default(),
+            session: Session::new(call_id),
         }
     }
 

@@ -111,7 +111,7 @@ impl EdgeCall {
                 call_id,
                 client_ip,
             },
-            session: Session::default(),
+            session: Session::new(call_id),
         }
     }
 
@@ -199,6 +199,7 @@ impl EdgeFlows {
             rewrite_address(&mut sdp, i, ip, towards)?;
         }
         hide_sender(&mut sdp, to_ip)?;
+        distinct_core_sources(&session.streams)?;
         Ok(sdp.to_bytes())
     }
 }
@@ -258,4 +259,26 @@ impl EdgeFlows {
             );
         }
     }
+}
+
+/// The core's sources key the demux entries: no two streams (of this SDP, or one of it and
+/// one on hold keeping its old address) may share an RTP or an RTCP source.
+fn distinct_core_sources(streams: &[EdgeStream]) -> Result<(), PlanError> {
+    let mut rtp = std::collections::BTreeSet::new();
+    let mut rtcp = std::collections::BTreeSet::new();
+    for (index, s) in streams.iter().enumerate() {
+        let Some(core) = s.core.filter(|_| s.port.is_some()) else {
+            continue;
+        };
+        for (seen, port) in [(&mut rtp, core.rtp), (&mut rtcp, core.rtcp)] {
+            if !seen.insert((core.ip, port)) {
+                return Err(PlanError::SharedPort {
+                    index,
+                    address: core.ip,
+                    port,
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -60,6 +60,16 @@ pub enum PlanError {
         /// The attribute value (truncated).
         value: String,
     },
+    /// Two streams at one address and port: on the edge their demux entries would collide.
+    #[error("m= line {index}: {address}:{port} is already the address of another stream")]
+    SharedPort {
+        /// 0-based `m=` index.
+        index: usize,
+        /// The address.
+        address: std::net::Ipv4Addr,
+        /// The port (RTP or RTCP).
+        port: u16,
+    },
     /// A media stream with no `c=` line, neither its own nor the session's.
     #[error("m= line {index}: no connection address (c=)")]
     NoConnection {

@@ -45,7 +45,7 @@ pub use crate::core::{CoreCall, CoreConfig, InsideSecurity};
 pub use edge::{EdgeCall, EdgeConfig};
 pub use error::PlanError;
 pub use media::Remote;
-pub use plan::{FlowUpdate, PortPool};
+pub use plan::{ApplyError, FlowUpdate, PortPool};
 
 /// A call's two sides as seen from one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,7 +93,8 @@ pub struct Planned {
     pub flows: FlowUpdate,
 }
 
-/// The flow id of `m=` line `index` of call `call_id` (both directions and RTCP share it).
+/// The flow id of `m=` line `index` of call `call_id` (both directions and RTCP share it):
+/// `call_id << 8 | index`, so call numbers must stay below 2^56.
 pub(crate) fn flow_id(call_id: u64, index: usize) -> u64 {
     (call_id << 8) | (index as u64 & 0xff)
 }

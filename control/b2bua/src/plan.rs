@@ -40,6 +40,25 @@ pub struct FlowUpdate {
     pub insert: Vec<(FlowKey, FlowEntry)>,
     /// RTP ports of the pairs released in this step.
     pub released_ports: Vec<u16>,
+    /// The call number whose entries `remove` names (`None`: remove whatever is there).
+    pub call: Option<u64>,
+}
+
+/// Why [`FlowUpdate::apply`] stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// The table refused (full, damaged, its BPF backend failed).
+    #[error(transparent)]
+    Table(#[from] edgeway_flowtable::Error),
+    /// The key is another flow's: this call's SDP names media another call already uses.
+    #[error("flow key {key:?} belongs to flow {owner}; not replaced")]
+    Conflict {
+        /// The key.
+        key: FlowKey,
+        /// The flow id holding it.
+        owner: u64,
+    },
 }
 
 impl FlowUpdate {
@@ -48,16 +67,40 @@ impl FlowUpdate {
         self.remove.is_empty() && self.insert.is_empty() && self.released_ports.is_empty()
     }
 
-    /// Applies the update to `table` (removals first). Stops at the first refusal; the
-    /// caller should tear the call down then.
-    pub fn apply(&self, table: &FlowTable) -> Result<(), edgeway_flowtable::Error> {
+    /// Applies the update to `table` (removals first), never touching another flow's
+    /// call's entry: a key held by another call's `flow_id` is neither removed nor replaced (on the edge
+    /// two calls could name the same core source; the second is refused with
+    /// [`ApplyError::Conflict`] and should be torn down, which leaves the first intact).
+    pub fn apply(&self, table: &FlowTable) -> Result<(), ApplyError> {
+        let foreign = |key: &FlowKey, flow_id: u64| {
+            table
+                .lookup(key)
+                .map(|(_, e)| e.flow_id)
+                .filter(|owner| owner >> 8 != flow_id >> 8)
+        };
         for key in &self.remove {
-            table.remove(key)?;
+            if let Some((_, e)) = table.lookup(key) {
+                if self.owns(key, e.flow_id) {
+                    table.remove(key)?;
+                }
+            }
         }
         for (key, entry) in &self.insert {
+            if let Some(owner) = foreign(key, entry.flow_id) {
+                return Err(ApplyError::Conflict { key: *key, owner });
+            }
             table.insert(*key, *entry)?;
         }
         Ok(())
+    }
+
+    /// Whether the call that produced this update owns `key` when it holds `flow_id`: its
+    /// flow ids share the call's number (the top 56 bits).
+    fn owns(&self, _key: &FlowKey, flow_id: u64) -> bool {
+        match self.call {
+            Some(call) => flow_id >> 8 == call,
+            None => true,
+        }
     }
 }
 
@@ -99,12 +142,16 @@ impl Ledger {
     /// Brings the table to `desired` and releases every pair outside `keep`.
     pub(crate) fn sync(
         &mut self,
+        call: u64,
         desired: BTreeMap<FlowKey, FlowEntry>,
         keep: &BTreeSet<u16>,
         pool: &mut dyn PortPool,
         now_ms: u64,
     ) -> FlowUpdate {
-        let mut update = FlowUpdate::default();
+        let mut update = FlowUpdate {
+            call: Some(call),
+            ..FlowUpdate::default()
+        };
         for key in self.installed.keys() {
             if !desired.contains_key(key) {
                 update.remove.push(*key);

@@ -25,8 +25,10 @@ pub(crate) trait StreamPorts {
 }
 
 /// The streams of a call and what it holds.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Session<S> {
+    /// The call's number (flow ids derive from it).
+    call: u64,
     pub(crate) streams: Vec<S>,
     /// The leg whose offer is outstanding and the streams before it.
     pending: Option<(Leg, Vec<S>)>,
@@ -35,6 +37,17 @@ pub(crate) struct Session<S> {
 }
 
 impl<S: Clone + Default + StreamPorts> Session<S> {
+    /// A call with no media yet.
+    pub(crate) fn new(call: u64) -> Self {
+        Session {
+            call,
+            streams: Vec::new(),
+            pending: None,
+            ledger: Ledger::default(),
+            ended: false,
+        }
+    }
+
     /// Checks that `kind` from `from` may come now; returns the state to restore on failure.
     fn begin(&mut self, kind: Kind, from: Leg) -> Result<Vec<S>, PlanError> {
         if self.ended {
@@ -143,7 +156,7 @@ impl<S: Clone + Default + StreamPorts> Session<S> {
             keep.extend(s.pairs().into_iter().flatten());
         }
         let want = desired(&self.streams);
-        self.ledger.sync(want, &keep, pool, now_ms)
+        self.ledger.sync(self.call, want, &keep, pool, now_ms)
     }
 
     /// Every entry removed, every pair released; the call takes no more messages.
@@ -152,7 +165,7 @@ impl<S: Clone + Default + StreamPorts> Session<S> {
         self.pending = None;
         self.streams.clear();
         self.ledger
-            .sync(BTreeMap::new(), &BTreeSet::new(), pool, now_ms)
+            .sync(self.call, BTreeMap::new(), &BTreeSet::new(), pool, now_ms)
     }
 }
 

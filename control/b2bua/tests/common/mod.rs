@@ -24,7 +24,7 @@ pub const CORE_INSIDE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 pub const PHONE_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 1, 9);
 pub const NOW: u64 = 1_000_000;
 
-/// A flow table of its own under /dev/shm (removed on drop) with media ports 40000-40999.
+/// A flow table of its own under /dev/shm (removed on drop): 256 slots, media ports 40000-40999.
 pub struct Table {
     pub table: FlowTable,
     dir: PathBuf,
@@ -40,7 +40,7 @@ impl Table {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         let mut opts = TableOptions::default();
-        opts.capacity = 4096;
+        opts.capacity = 256;
         opts.port_range = (40000, 40999);
         opts.excluded_ports = vec![];
         let table = FlowTable::create_at(&dir, &opts).unwrap();
