@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 use edgeway_srtp::sdes::CryptoAttribute;
 use edgeway_srtp::{SrtpContext, SrtpProfile};
 use edgeway_testkit::peers::{
-    require_peer, sipp_scenario as scenario, Sipp, SippOutcome, SippTransport, UcmSim,
+    free_port, require_peer, sipp_scenario as scenario, Sipp, SippOutcome, SippTransport, UcmSim,
     UcmSimOptions,
 };
-use serde_json::{json, Value};
 
 /// carol registers with sipp; desk and lobby are simulated phones (secure), fax is a
-/// non-secure simulated phone, dave a registered user who never registers, eve is busy.
+/// non-secure simulated phone, dave a registered user who never registers, eve is busy,
+/// frank's phone security profile enables digest authentication (INVITEs challenged).
 const USERS: &str = r#"
 [[user]]
 name = "carol"
@@ -59,6 +59,13 @@ password = "eve-pw"
 number = "2003"
 security_profile = "secure"
 busy = true
+
+[[user]]
+name = "frank"
+password = "frank-pw"
+number = "2004"
+security_profile = "non-secure"
+digest_authentication = true
 "#;
 
 fn ucm() -> UcmSim {
@@ -69,6 +76,9 @@ fn ucm() -> UcmSim {
 }
 
 /// One sipp call as carol to `callee`, offering `proto` with SDP line `crypto` at `port`.
+///
+/// sipp takes the helper's `-p 0` as "5060, or the next free port", which races between
+/// tests run in parallel (errno 98), so each run gets a port of its own (the last `-p` wins).
 fn carol_calls(
     sipp: &std::path::Path,
     ucm: &UcmSim,
@@ -87,14 +97,9 @@ fn carol_calls(
         .transport(SippTransport::Tcp)
         .users_csv(&csv)
         .calls(1)
+        .arg("-p")
+        .arg(free_port().to_string())
         .run()
-}
-
-fn calls(ucm: &UcmSim) -> Vec<Value> {
-    ucm.admin(&json!({"cmd": "calls"}))["calls"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// The a=crypto lines in `text` other than `ours`.
@@ -179,7 +184,35 @@ fn sipp_calls_a_sim_phone_holds_updates_and_gets_srtp() {
     assert_eq!(c["calls_answered"], 1, "{c}");
     assert_eq!(c["calls_ended"], 1, "{c}");
     assert_eq!(c["sdp_refused"], 0, "{c}");
-    assert!(calls(&ucm).is_empty(), "BYE ended the call");
+    assert!(ucm.calls().is_empty(), "BYE ended the call");
+}
+
+#[test]
+fn digest_authentication_profile_challenges_invites_with_407() {
+    let Some(sipp) = require_peer("sipp", "sipp answering ucm-sim's INVITE challenge") else {
+        return;
+    };
+    let ucm = ucm();
+    let csv = "SEQUENTIAL\nfrank;[authentication username=frank password=frank-pw];\
+               example.com;1003;40000;RTP/AVP;a=x-no-crypto\n";
+    let run = Sipp::new(&sipp, &scenario("call_digest.xml"))
+        .remote(ucm.sip_tcp.expect("tcp"))
+        .transport(SippTransport::Tcp)
+        .users_csv(csv)
+        .calls(1)
+        .arg("-p")
+        .arg(free_port().to_string())
+        .run();
+    assert!(run.all_succeeded(), "{run:?}\nucm-sim:\n{}", ucm.output());
+    assert!(run
+        .messages
+        .contains("Proxy-Authenticate: Digest realm=\"ccmsipline\""));
+    assert!(run.messages.contains("Proxy-Authorization: Digest"));
+    let c = ucm.counters();
+    assert_eq!(c["invite_challenges"], 1, "{c}");
+    assert_eq!(c["calls_answered"], 1, "{c}");
+    // carol's profile does not enable digest: her INVITEs are never challenged (the
+    // other tests' calls go through without a 407).
 }
 
 #[test]
@@ -188,8 +221,7 @@ fn sipp_cancels_a_ringing_sim_phone_and_gets_487() {
         return;
     };
     let ucm = ucm();
-    let r = ucm.admin(&json!({"cmd": "answer_mode", "user": "1003", "mode": "ring"}));
-    assert_eq!(r["ok"], true, "{r}");
+    ucm.answer_mode("1003", "ring");
     let run = carol_calls(
         &sipp,
         &ucm,
@@ -202,7 +234,7 @@ fn sipp_cancels_a_ringing_sim_phone_and_gets_487() {
     assert!(run.all_succeeded(), "{run:?}\nucm-sim:\n{}", ucm.output());
     assert!(run.messages.contains("SIP/2.0 487 Request Terminated"));
     assert_eq!(ucm.counter("calls_cancelled"), 1);
-    assert!(calls(&ucm).is_empty(), "CANCEL ended the call");
+    assert!(ucm.calls().is_empty(), "CANCEL ended the call");
 }
 
 #[test]
@@ -301,35 +333,15 @@ fn bad_sdp_and_unroutable_calls_get_precise_refusals() {
     assert_eq!(c["not_found"], 1, "{c}");
     assert_eq!(c["busy"], 1, "{c}");
     assert_eq!(c["unavailable"], 1, "{c}");
-    assert!(calls(&ucm).is_empty());
-}
-
-/// Polls `calls` until `pred` holds for call `n`.
-fn wait_call(ucm: &UcmSim, n: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        let all = calls(ucm);
-        if let Some(c) = all.iter().find(|c| c["call"] == n) {
-            if pred(c) {
-                return c.clone();
-            }
-        }
-        assert!(
-            Instant::now() < end,
-            "call {n}: {what} not reached: {all:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    assert!(ucm.calls().is_empty());
 }
 
 #[test]
 fn two_sim_phones_exchange_srtp_both_ways() {
     let ucm = ucm();
-    let r = ucm.admin(&json!({"cmd": "call", "from": "desk", "to": "1002"}));
-    assert_eq!(r["ok"], true, "{r}");
-    let n = r["call"].as_u64().expect("call number");
+    let n = ucm.call("desk", "1002").expect("sim-to-sim call");
     // 50 packets a second each way: after about a second both phones have received.
-    let call = wait_call(&ucm, n, "50 packets each way", |c| {
+    let call = ucm.wait_for_call(n, Duration::from_secs(10), |c| {
         c["legs"]
             .as_array()
             .is_some_and(|l| l.iter().all(|leg| leg["media"]["rx"].as_u64() >= Some(50)))
@@ -343,26 +355,16 @@ fn two_sim_phones_exchange_srtp_both_ways() {
         assert_eq!(leg["media"]["lost"], 0, "{leg}");
         assert!(leg["media"]["tx"].as_u64() >= Some(50), "{leg}");
     }
-    let r = ucm.admin(&json!({"cmd": "hangup", "call": n}));
-    assert_eq!(r["ok"], true, "{r}");
-    assert!(calls(&ucm).is_empty());
+    ucm.hangup(n).expect("hangup");
+    assert!(ucm.calls().is_empty());
     // A non-secure phone cannot take the secure phone's SRTP offer: refused, nothing left.
-    let r = ucm.admin(&json!({"cmd": "call", "from": "desk", "to": "fax"}));
-    assert_eq!(r["ok"], false, "{r}");
-    assert!(
-        r["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("RTP/SAVP refused")),
-        "{r}"
-    );
-    let r = ucm.admin(&json!({"cmd": "call", "from": "carol", "to": "desk"}));
-    assert!(
-        r["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("not a simulated phone")),
-        "{r}"
-    );
-    assert!(calls(&ucm).is_empty());
+    let refused = ucm.call("desk", "fax").expect_err("profiles differ");
+    assert!(refused.contains("RTP/SAVP refused"), "{refused}");
+    let refused = ucm
+        .call("carol", "desk")
+        .expect_err("carol is no sim phone");
+    assert!(refused.contains("not a simulated phone"), "{refused}");
+    assert!(ucm.calls().is_empty());
 }
 
 /// baresip registered as `user` over TCP, auto-answering with mandatory SDES-SRTP and a
@@ -475,10 +477,8 @@ fn sim_phone_and_sipp_call_a_registered_baresip_with_srtp() {
     }
 
     // A simulated inside phone calls bob: INVITE down bob's connection, SRTP both ways.
-    let r = ucm.admin(&json!({"cmd": "call", "from": "1001", "to": "bob"}));
-    assert_eq!(r["ok"], true, "{r}");
-    let n = r["call"].as_u64().expect("call");
-    let call = wait_call(&ucm, n, "SRTP from baresip", |c| {
+    let n = ucm.call("1001", "bob").expect("call bob");
+    let call = ucm.wait_for_call(n, Duration::from_secs(10), |c| {
         c["state"] == "established" && c["legs"][0]["media"]["rx"].as_u64() >= Some(25)
     });
     assert!(
@@ -491,8 +491,8 @@ fn sim_phone_and_sipp_call_a_registered_baresip_with_srtp() {
     let phone = &call["legs"][0];
     assert_eq!(phone["srtp"], true, "{call}");
     assert_eq!(phone["media"]["decrypt_failures"], 0, "{call}");
-    assert_eq!(ucm.admin(&json!({"cmd": "hangup", "call": n}))["ok"], true);
-    assert!(calls(&ucm).is_empty());
+    ucm.hangup(n).expect("hangup");
+    assert!(ucm.calls().is_empty());
 
     // sipp (carol) calls bob: proxied, record-routed, BYE relayed.
     let key =
@@ -522,7 +522,7 @@ fn sim_phone_and_sipp_call_a_registered_baresip_with_srtp() {
         "ACK and BYE: {c}"
     );
     assert!(
-        calls(&ucm).is_empty(),
+        ucm.calls().is_empty(),
         "the relayed 200 to BYE ended the call"
     );
 }

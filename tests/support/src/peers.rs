@@ -395,6 +395,68 @@ impl UcmSim {
         }
     }
 
+    /// A simulated phone (`phone = "sim"`) calls `to` (a registered user or another
+    /// simulated phone); the call's number, or the error ucm-sim reported.
+    pub fn call(&self, from: &str, to: &str) -> Result<u64, String> {
+        let r = self.admin(&json!({"cmd": "call", "from": from, "to": to}));
+        match r["ok"].as_bool() {
+            Some(true) => r["call"]
+                .as_u64()
+                .ok_or_else(|| format!("reply without call: {r}")),
+            _ => Err(r["error"].as_str().unwrap_or("no error text").to_owned()),
+        }
+    }
+
+    /// Hangs up call `call` at its simulated phone (BYE, CANCEL or 603).
+    pub fn hangup(&self, call: u64) -> Result<(), String> {
+        let r = self.admin(&json!({"cmd": "hangup", "call": call}));
+        match r["ok"].as_bool() {
+            Some(true) => Ok(()),
+            _ => Err(r["error"].as_str().unwrap_or("no error text").to_owned()),
+        }
+    }
+
+    /// The current calls (`{"call","call_id","kind","state","from","to","age","legs"}`;
+    /// a simulated phone's leg has `"media": {"tx","rx","decrypt_failures","bad","lost"}`).
+    pub fn calls(&self) -> Vec<Value> {
+        let r = self.admin(&json!({"cmd": "calls"}));
+        r["calls"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until call `call` satisfies `pred` and returns it.
+    ///
+    /// # Panics
+    /// After `timeout`, with the calls and ucm-sim's output.
+    pub fn wait_for_call(
+        &self,
+        call: u64,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let end = Instant::now() + timeout;
+        loop {
+            let all = self.calls();
+            if let Some(c) = all.iter().find(|c| c["call"] == call).filter(|c| pred(c)) {
+                return c.clone();
+            }
+            assert!(
+                Instant::now() < end,
+                "call {call} not as expected after {timeout:?}: {all:?}\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sets how `user` answers: `auto`, `busy` (486, also for a registered user) or `ring`.
+    ///
+    /// # Panics
+    /// When ucm-sim refuses (unknown user or mode).
+    pub fn answer_mode(&self, user: &str, mode: &str) {
+        let r = self.admin(&json!({"cmd": "answer_mode", "user": user, "mode": mode}));
+        assert_eq!(r["ok"], true, "answer_mode {user} {mode}: {r}");
+    }
+
     /// Its output so far.
     pub fn output(&self) -> String {
         self.process.output()
