@@ -6,7 +6,8 @@
 //!   case and spaces around names are forgiven;
 //! - a row may stop early: missing trailing optional columns read as empty. More columns than
 //!   the header's is an error;
-//! - blank lines are skipped; every error carries the file's 1-based line number;
+//! - blank lines are skipped; every error carries the file's 1-based line number, counted in
+//!   LF characters (CRLF files read the same; a lone CR is no line break);
 //! - an empty `MatchType` is `prefix` (the guide's default); an empty `HttpMethods` means
 //!   "use defaults"; methods are case-insensitive and may carry spaces (`"GET, PUT"`);
 //! - a rule URL with a query or fragment is refused (table 6 gives `protocol://host[:port]
@@ -197,6 +198,9 @@ fn read_rows<T>(
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
+        // Only LF ends a record (CRLF files leave a CR that trimming removes): the csv crate
+        // also ends records at a lone CR, which would give two rows one line number.
+        .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(text.as_bytes());
     let mut records = reader.records();
     let mut header_seen = false;

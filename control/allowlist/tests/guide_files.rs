@@ -110,6 +110,35 @@ fn guide_rules_file_reads_as_the_guide_describes() {
 }
 
 #[test]
+fn crlf_files_read_the_same_and_a_lone_cr_is_no_line_break() {
+    for (name, text) in [
+        ("guide-rules.csv", data("guide-rules.csv")),
+        ("bad-rules.csv", data("bad-rules.csv")),
+    ] {
+        let crlf = text.replace('\n', "\r\n");
+        assert_eq!(parse_rules(&crlf), parse_rules(&text), "{name}");
+    }
+    let tests = data("guide-tests.csv");
+    assert_eq!(
+        parse_tests(&tests.replace('\n', "\r\n")),
+        parse_tests(&tests)
+    );
+    // Found by the fuzzer: a CR inside a row used to end it, so two rows shared a line.
+    let parsed = parse_rules(
+        "Url,Deployment,HttpMethods,MatchType,Description\nhttps://a.example/x\r/y,,,,\n",
+    );
+    assert!(parsed.rows.is_empty());
+    assert!(matches!(
+        parsed.errors[..],
+        [CsvError::BadUrl {
+            line: 2,
+            source: NormalizeError::InvalidCharacter,
+            ..
+        }]
+    ));
+}
+
+#[test]
 fn guide_tests_file_reads_as_the_guide_describes() {
     let parsed = parse_tests(&data("guide-tests.csv"));
     let tests: Vec<_> = parsed.rows.iter().map(|(_, t)| t).collect();
