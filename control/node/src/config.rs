@@ -421,7 +421,7 @@ fn core_config(raw: RawCore) -> Result<CoreConfig, ConfigError> {
             return Err(field(at("name"), format!("{name:?} is configured twice")));
         }
         let address = required(u.address, &at("address"))?;
-        let (host, port) = address
+        let (host, _port) = address
             .rsplit_once(':')
             .and_then(|(h, p)| Some((h.to_owned(), p.parse::<u16>().ok()?)))
             .ok_or_else(|| {
@@ -437,7 +437,6 @@ fn core_config(raw: RawCore) -> Result<CoreConfig, ConfigError> {
                 format!("{address:?}: host must be an IP address (no DNS lookups)"),
             )
         })?;
-        let _ = port;
         ucm.push(UcmNode {
             name,
             address,
