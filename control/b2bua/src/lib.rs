@@ -22,6 +22,32 @@
 //! no entry produced. `teardown` removes every entry the call ever handed out and releases
 //! every pair: no flow outlives its call.
 //!
+//! ```
+//! use std::net::Ipv4Addr;
+//! use edgeway_b2bua::{CoreCall, CoreConfig, InsideSecurity, Leg, PlanError, PortPool};
+//!
+//! // The node's `FlowTable::ports()` in production; any pool of even ports here.
+//! struct Pairs(u16);
+//! impl PortPool for Pairs {
+//!     fn allocate_pair(&mut self, _now: u64) -> Result<u16, PlanError> {
+//!         self.0 += 2;
+//!         Ok(self.0)
+//!     }
+//!     fn release_pair(&mut self, _port: u16, _now: u64) {}
+//! }
+//!
+//! let config = CoreConfig::new(Ipv4Addr::new(172, 16, 0, 2), Ipv4Addr::new(10, 0, 0, 2));
+//! let mut call = CoreCall::new(&config, 1, InsideSecurity::Secure);
+//! let (mut pool, mut rng) = (Pairs(40000), rand_core::OsRng);
+//! // A client offer without a=crypto: refused before anything is allocated.
+//! let plain = b"v=0\r\no=- 1 1 IN IP4 172.16.0.1\r\ns=-\r\nc=IN IP4 172.16.0.1\r\nt=0 0\r\n\
+//!               m=audio 2776 RTP/AVP 0\r\n";
+//! let err = call.offer(Leg::Outside, 0, plain, &mut pool, &mut rng).unwrap_err();
+//! assert_eq!(err.status(), 488);
+//! assert!(err.warning("edgeway").starts_with("302 edgeway \"m= line 0 from the outside leg: SRTP is required"));
+//! assert!(call.ports().is_empty());
+//! ```
+//!
 //! **Dialog pairing (not here yet).** A B2BUA also maps the two dialogs: the inside leg gets
 //! its own Call-ID, From tag and CSeq space; in-dialog requests (re-INVITE, UPDATE, INFO,
 //! REFER, BYE) are translated leg to leg with their CSeq mapped and their SDP passed through

@@ -2,8 +2,9 @@
 //! bookkeeping both roles share, so that teardown frees exactly what was taken.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
-use edgeway_flowtable::{FlowTable, PortAllocator};
+use edgeway_flowtable::{entry_json, FlowTable, PortAllocator};
 use edgeway_map_schema::{FlowEntry, FlowKey};
 
 use crate::PlanError;
@@ -32,7 +33,7 @@ impl PortPool for PortAllocator<'_> {
 /// key already present replaces its entry and bumps its generation). Ports in
 /// `released_ports` were already returned to the pool (quarantined: their flows may still
 /// be in the table until this update is applied).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct FlowUpdate {
     /// Keys to remove.
     pub remove: Vec<FlowKey>,
@@ -42,6 +43,36 @@ pub struct FlowUpdate {
     pub released_ports: Vec<u16>,
     /// The call number whose entries `remove` names (`None`: remove whatever is there).
     pub call: Option<u64>,
+}
+
+/// Entries as the table's JSON view shows them: never key material (invariant 11).
+fn entries_without_keys<'a>(
+    entries: impl Iterator<Item = (&'a FlowKey, &'a FlowEntry)>,
+) -> Vec<String> {
+    entries.map(|(k, e)| entry_json(k, e).to_string()).collect()
+}
+
+impl fmt::Debug for FlowUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FlowUpdate")
+            .field("remove", &self.remove)
+            .field(
+                "insert",
+                &entries_without_keys(self.insert.iter().map(|(k, e)| (k, e))),
+            )
+            .field("released_ports", &self.released_ports)
+            .field("call", &self.call)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("installed", &entries_without_keys(self.installed.iter()))
+            .field("held", &self.held)
+            .finish()
+    }
 }
 
 /// Why [`FlowUpdate::apply`] stopped.
@@ -105,7 +136,7 @@ impl FlowUpdate {
 }
 
 /// The entries a call has handed out and the port pairs it holds.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Ledger {
     installed: BTreeMap<FlowKey, FlowEntry>,
     held: BTreeSet<u16>,

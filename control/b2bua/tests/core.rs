@@ -148,6 +148,28 @@ fn client_calls_a_secure_phone_with_fresh_keys_on_both_legs() {
         .entries()
         .values()
         .all(|x| x.worker == 0 && x.flow_id == 5 << 8 && x.clock_rate == 8000));
+    // Debug output (logs) never carries key material.
+    let debug = format!("{call:?} {u:?}");
+    for k in client_keys
+        .iter()
+        .chain(&answered)
+        .chain(&offered)
+        .chain([&phone_key])
+    {
+        let line = k.to_string();
+        let inline = line
+            .split("inline:")
+            .nth(1)
+            .unwrap()
+            .split('|')
+            .next()
+            .unwrap();
+        assert!(!debug.contains(inline), "a key in Debug output");
+    }
+    assert!(
+        !debug.contains(&format!("{:?}", from_edge.srtp_in.key)),
+        "key bytes in Debug output"
+    );
     t.apply(u);
     assert_eq!(t.entries(), 4);
     assert_eq!(t.ports_in_use(), 4);
