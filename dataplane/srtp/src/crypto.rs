@@ -519,6 +519,48 @@ mod tests {
         }
     }
 
+    /// The GCM pass against ring for every payload length up to 600 bytes (one batch and
+    /// several, whole blocks and a partial tail), two AAD lengths and both key sizes: the
+    /// inbound tag is ring's tag of the arriving packet, and the leaving packet and its tag
+    /// are what ring seals from the plaintext under the outbound key.
+    #[test]
+    fn gcm_pass_matches_ring_open_then_seal() {
+        let seal = |key: &[u8], iv: [u8; 12], aad: &[u8], data: &mut [u8]| -> [u8; 16] {
+            let tag = gcm_key(key)
+                .seal_in_place_separate_tag(
+                    aead::Nonce::assume_unique_for_key(iv),
+                    aead::Aad::from(aad),
+                    data,
+                )
+                .unwrap();
+            tag.as_ref().try_into().unwrap()
+        };
+        for key_len in [16usize, 32] {
+            let key_in: Vec<u8> = (0..key_len as u8).collect();
+            let key_out: Vec<u8> = (0..key_len as u8).map(|b| b ^ 0x5a).collect();
+            let (iv_in, iv_out) = ([7u8; 12], [9u8; 12]);
+            let mut pass_in = GcmPassKey::new(&key_in);
+            let mut pass_out = GcmPassKey::new(&key_out);
+            for aad_len in [12usize, 28] {
+                for len in 0..=600usize {
+                    let plain: Vec<u8> = (0..aad_len + len).map(|i| (i * 31 + len) as u8).collect();
+                    let mut arriving = plain.clone();
+                    let (aad, body) = arriving.split_at_mut(aad_len);
+                    let tag_arriving = seal(&key_in, iv_in, aad, body);
+                    let mut leaving = plain.clone();
+                    let (aad, body) = leaving.split_at_mut(aad_len);
+                    let tag_leaving = seal(&key_out, iv_out, aad, body);
+                    let (tag_in, tag_out) =
+                        pass_in.tag_pair(&mut pass_out, &iv_in, &iv_out, &mut arriving, aad_len);
+                    let what = format!("key {key_len} aad {aad_len} payload {len}");
+                    assert_eq!(tag_in, tag_arriving, "{what}");
+                    assert_eq!(arriving, leaving, "{what}");
+                    assert_eq!(tag_out, tag_leaving, "{what}");
+                }
+            }
+        }
+    }
+
     /// RFC 3711 B.2: AES-CM keystream.
     #[test]
     fn aes_cm_keystream_rfc3711_b2() {
