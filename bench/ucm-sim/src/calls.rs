@@ -1336,3 +1336,251 @@ fn strip_own_routes(req: &mut Request) {
         let _ = req.headers.push(HeaderName::Route, v);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::client_authorization;
+    use crate::registrar::RegistrarConfig;
+    use crate::users::UserDirectory;
+    use edgeway_sip::Message;
+
+    fn origin(connection: ConnectionId) -> Origin {
+        Origin {
+            connection,
+            transport: Transport::Tcp,
+            peer: SocketAddr::from(([127, 0, 0, 1], 40000 + connection as u16)),
+        }
+    }
+
+    fn parse(text: &str) -> Message {
+        Message::parse(text.as_bytes()).expect("test message parses")
+    }
+
+    fn request(text: &str) -> Request {
+        match parse(text) {
+            Message::Request(r) => r,
+            Message::Response(_) => unreachable!("a request"),
+        }
+    }
+
+    /// ucm-sim with alice (1001) registered on connection 1 and bob (1002) on connection 2.
+    fn setup(now: Instant) -> (Registrar, Switch) {
+        let users = UserDirectory::from_toml(
+            r#"
+            [[user]]
+            name = "alice"
+            password = "a"
+            number = "1001"
+            security_profile = "non-secure"
+            [[user]]
+            name = "bob"
+            password = "b"
+            number = "1002"
+            security_profile = "non-secure"
+            "#,
+        )
+        .expect("users");
+        let mut reg = Registrar::new(RegistrarConfig::default(), users, [3; 32], now);
+        let mut sw = Switch::new([4; 32]);
+        for (conn, name, pw) in [(1, "alice", "a"), (2, "bob", "b")] {
+            sw.connection_opened(&origin(conn), SocketAddr::from(([127, 0, 0, 1], 5060)));
+            let text = format!(
+                "REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1;branch=z9hG4bKr{conn}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:{name}@example.com>;tag=r\r\nTo: <sip:{name}@example.com>\r\n\
+                 Call-ID: reg{conn}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{name}@127.0.0.1:{port};transport=tcp>\r\n\
+                 Content-Length: 0\r\n\r\n",
+                port = 40000 + conn
+            );
+            let first = reg
+                .handle_request(now, &request(&text), &origin(conn))
+                .expect("challenge");
+            let ch = first
+                .headers
+                .auth(&HeaderName::WwwAuthenticate)
+                .expect("challenge")
+                .remove(0);
+            let auth = client_authorization(&ch, name, pw, "REGISTER", "sip:example.com", 1, "c")
+                .expect("credentials");
+            let mut req = request(&text.replace("CSeq: 1", "CSeq: 2"));
+            req.headers
+                .push(HeaderName::Authorization, auth)
+                .expect("header");
+            let ok = reg.handle_request(now, &req, &origin(conn)).expect("200");
+            assert_eq!(ok.status, 200);
+        }
+        (reg, sw)
+    }
+
+    const INVITE: &str = "INVITE sip:1002@example.com SIP/2.0\r\n\
+        Via: SIP/2.0/TCP 127.0.0.1:40001;branch=z9hG4bKinv1\r\nMax-Forwards: 70\r\n\
+        From: <sip:1001@example.com>;tag=a1\r\nTo: <sip:1002@example.com>\r\nCall-ID: c1\r\n\
+        CSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:40001;transport=tcp>\r\nContent-Length: 0\r\n\r\n";
+
+    /// The messages sent on `conn`, parsed.
+    fn sent(actions: &[Action], conn: ConnectionId) -> Vec<Message> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send { connection, bytes } if *connection == conn => {
+                    Message::parse(bytes).ok()
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn status(m: &Message) -> u16 {
+        match m {
+            Message::Response(r) => r.status,
+            Message::Request(_) => 0,
+        }
+    }
+
+    fn no_media() -> Option<SocketAddr> {
+        None
+    }
+
+    #[test]
+    fn proxied_invite_cancel_487_and_ack_stay_hop_by_hop() {
+        let now = Instant::now();
+        let (mut reg, mut sw) = setup(now);
+        let out = sw.handle_request(now, &mut reg, &request(INVITE), &origin(1), &mut no_media);
+        assert_eq!(sent(&out, 1).iter().map(status).collect::<Vec<_>>(), [100]);
+        let fwd = match sent(&out, 2).remove(0) {
+            Message::Request(r) => r,
+            other => panic!("INVITE forwarded to bob: {other:?}"),
+        };
+        assert_eq!(fwd.uri.to_string(), "sip:bob@127.0.0.1:40002;transport=tcp");
+        assert!(fwd
+            .headers
+            .first(&HeaderName::RecordRoute)
+            .is_some_and(|rr| rr.contains(RR_USER)));
+        assert_eq!(fwd.headers.values(&HeaderName::Via).expect("vias").len(), 2);
+
+        // bob rings; alice cancels: 200 to the CANCEL, a CANCEL of ucm-sim's own to bob.
+        let ringing = fwd.make_response(180, "Ringing", Some("b1"));
+        let out = sw.handle_response(&ringing, &origin(2)).expect("relayed");
+        let back = sent(&out, 1);
+        assert_eq!(back.iter().map(status).collect::<Vec<_>>(), [180]);
+        assert_eq!(
+            back[0]
+                .headers()
+                .values(&HeaderName::Via)
+                .expect("via")
+                .len(),
+            1
+        );
+        let cancel = request(INVITE).make_cancel().expect("cancel");
+        let out = sw.handle_request(now, &mut reg, &cancel, &origin(1), &mut no_media);
+        assert_eq!(sent(&out, 1).iter().map(status).collect::<Vec<_>>(), [200]);
+        let Message::Request(down) = &sent(&out, 2)[0] else {
+            panic!("CANCEL to bob");
+        };
+        assert_eq!(down.method, Method::Cancel);
+        assert_eq!(
+            down.headers.top_via().expect("via").branch(),
+            fwd.headers.top_via().expect("via").branch()
+        );
+        // bob's 200 to the CANCEL is absorbed; his 487 is relayed and ACKed by ucm-sim.
+        let ok_cancel = down.make_response(200, "OK", Some("b1"));
+        assert_eq!(sw.handle_response(&ok_cancel, &origin(2)), Some(vec![]));
+        let terminated = fwd.make_response(487, "Request Terminated", Some("b1"));
+        let out = sw
+            .handle_response(&terminated, &origin(2))
+            .expect("relayed");
+        assert_eq!(sent(&out, 1).iter().map(status).collect::<Vec<_>>(), [487]);
+        let Message::Request(ack) = &sent(&out, 2)[0] else {
+            panic!("ACK to bob");
+        };
+        assert_eq!(ack.method, Method::Ack);
+        assert!(sw.calls(now).is_empty());
+        // alice's ACK for the 487 finds no call and goes nowhere.
+        let alice_ack = request(INVITE)
+            .make_ack_for_non_2xx(&terminated)
+            .expect("ack");
+        assert!(sw
+            .handle_request(now, &mut reg, &alice_ack, &origin(1), &mut no_media)
+            .is_empty());
+        assert_eq!(sw.counters().calls_cancelled, 1);
+    }
+
+    #[test]
+    fn established_call_routes_in_dialog_requests_to_the_other_side() {
+        let now = Instant::now();
+        let (mut reg, mut sw) = setup(now);
+        let out = sw.handle_request(now, &mut reg, &request(INVITE), &origin(1), &mut no_media);
+        let Message::Request(fwd) = sent(&out, 2).remove(0) else {
+            panic!("forwarded");
+        };
+        let mut ok = fwd.make_response(200, "OK", Some("b1"));
+        ok.headers
+            .push(
+                HeaderName::Contact,
+                "<sip:bob@127.0.0.1:40002;transport=tcp>",
+            )
+            .expect("contact");
+        let out = sw.handle_response(&ok, &origin(2)).expect("relayed");
+        assert_eq!(sent(&out, 1).iter().map(status).collect::<Vec<_>>(), [200]);
+        assert_eq!(sw.calls(now)[0].state, CallState::Established);
+        // bob hangs up: the BYE (routed through ucm-sim's Record-Route) goes to alice.
+        let rr = fwd.headers.first(&HeaderName::RecordRoute).expect("rr");
+        let bye = request(&format!(
+            "BYE sip:alice@127.0.0.1:40001;transport=tcp SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 127.0.0.1:40002;branch=z9hG4bKbye\r\nMax-Forwards: 70\r\n\
+             Route: {rr}\r\nFrom: <sip:1002@example.com>;tag=b1\r\n\
+             To: <sip:1001@example.com>;tag=a1\r\nCall-ID: c1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n"
+        ));
+        let out = sw.handle_request(now, &mut reg, &bye, &origin(2), &mut no_media);
+        let Message::Request(to_alice) = &sent(&out, 1)[0] else {
+            panic!("BYE to alice");
+        };
+        assert!(
+            to_alice.headers.first(&HeaderName::Route).is_none(),
+            "own Route removed"
+        );
+        let out = sw
+            .handle_response(&to_alice.make_response(200, "OK", None), &origin(1))
+            .expect("relayed");
+        assert_eq!(sent(&out, 2).iter().map(status).collect::<Vec<_>>(), [200]);
+        assert!(sw.calls(now).is_empty());
+        assert_eq!(sw.counters().calls_ended, 1);
+    }
+
+    #[test]
+    fn unroutable_invites_are_refused() {
+        let now = Instant::now();
+        let (mut reg, mut sw) = setup(now);
+        let cases = [
+            (INVITE.replace("sip:1002@", "sip:9999@"), 1, 404),
+            (INVITE.to_owned(), 3, 403), // alice is not registered on connection 3
+            (
+                INVITE.replace("Max-Forwards: 70", "Max-Forwards: 1"),
+                1,
+                483,
+            ),
+        ];
+        for (text, conn, expected) in cases {
+            sw.connection_opened(&origin(conn), SocketAddr::from(([127, 0, 0, 1], 5060)));
+            let out =
+                sw.handle_request(now, &mut reg, &request(&text), &origin(conn), &mut no_media);
+            let statuses: Vec<u16> = sent(&out, conn).iter().map(status).collect();
+            assert_eq!(
+                statuses.last(),
+                Some(&expected),
+                "{statuses:?} for {text:.40}"
+            );
+        }
+        sw.set_answer_mode(&mut reg, "bob", AnswerMode::Busy)
+            .expect("bob exists");
+        let out = sw.handle_request(now, &mut reg, &request(INVITE), &origin(1), &mut no_media);
+        assert_eq!(sent(&out, 1).iter().map(status).collect::<Vec<_>>(), [486]);
+        // bob's connection closes: his binding stays, but calls to him get 480.
+        sw.set_answer_mode(&mut reg, "bob", AnswerMode::Auto)
+            .expect("bob exists");
+        sw.connection_closed(2);
+        let out = sw.handle_request(now, &mut reg, &request(INVITE), &origin(1), &mut no_media);
+        assert_eq!(sent(&out, 1).iter().map(status).collect::<Vec<_>>(), [480]);
+        assert!(sw.calls(now).is_empty());
+    }
+}

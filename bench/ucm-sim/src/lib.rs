@@ -1,12 +1,16 @@
 //! ucm-sim, a Unified CM stand-in for edgeway's tests and benchmarks: a SIP registrar with
 //! digest authentication over TCP and TLS, a user directory with per-user phone security
-//! profiles, and an admin API that sends requests to registered users.
+//! profiles, call routing between registered users, simulated inside phones that answer,
+//! place calls and send and check RTP/SRTP, and an admin API.
 //!
-//! The library is sans-IO: [`Registrar::handle_request`] takes a parsed request (from
+//! The library is sans-IO: [`Registrar::handle_request`] takes a parsed REGISTER (from
 //! `edgeway-sip`), the connection it came on and `now`, and returns the response;
 //! [`Registrar::expire`] is called about once a second; [`Registrar::outbound_request`]
 //! builds a request towards a user, to be written on the connection its REGISTER came on.
-//! The `ucm-sim` binary is the thin tokio/rustls layer around it.
+//! Every other request and every response goes to [`Switch`] ([`calls`]), which returns
+//! [`Action`]s: bytes for a connection, media to start or stop on a UDP socket the IO layer
+//! bound. A phone's media is a [`MediaStream`] ([`media`]) the IO layer ticks every 20 ms;
+//! its SDP is [`offer`]. The `ucm-sim` binary is the thin tokio/rustls layer around them.
 //!
 //! # The stable interfaces (used by other crates' tests and the SIP load generator)
 //!
@@ -31,6 +35,9 @@
 //! number = "1001"           # directory number; the AOR user may be the name or the number
 //! security_profile = "secure"   # or "non-secure"
 //! devices = ["CSFALICE"]    # optional
+//! phone = "sim"             # optional: a simulated inside phone answered by ucm-sim
+//! busy = true               # optional: calls to the user get 486 Busy Here
+//! digest_authentication = true  # optional: its INVITEs are challenged (407)
 //! ```
 //! `--generate-users N --password-prefix P` makes `user0001`.. with password `P0001`..
 //! and number `100001`.. (see [`UserDirectory::generated`]).
@@ -47,7 +54,24 @@
 //!   → sends the request to the user's most recent binding over the connection the
 //!   REGISTER came on, with Route from the stored Path, and answers
 //!   `{"ok":true,"status":200,"reason":"OK","connection":7}` once the final response
-//!   arrives, or `{"ok":false,"error":...}` (not registered, connection closed, timeout).
+//!   arrives, or `{"ok":false,"error":...}` (not registered, connection closed, timeout);
+//! * `{"cmd":"call","from":"1001","to":"alice"}` → `{"ok":true,"call":N}`: simulated phone
+//!   `from` sends an INVITE with an SDP offer to `to`'s binding (or, when `to` is another
+//!   simulated phone, the two exchange offer and answer in process); poll `calls` for its
+//!   state;
+//! * `{"cmd":"hangup","call":N}` → BYE when established, CANCEL while a placed call rings,
+//!   603 for an answered call still ringing;
+//! * `{"cmd":"calls"}` → `{"ok":true,"calls":[CallView...]}` (see [`CallView`]: call,
+//!   call_id, kind `proxied|sim-answered|sim-placed|sim-to-sim`, state
+//!   `trying|ringing|established|ending`, from, to, age, legs; a simulated phone's leg has
+//!   media_local, media_remote, srtp, direction and `media`: [`MediaCounters`] tx, rx,
+//!   decrypt_failures, bad, lost);
+//! * `{"cmd":"answer_mode","user":"1001","mode":"auto|busy|ring"}`: how a simulated phone
+//!   answers (`busy` also makes a registered user's calls get 486).
+//!
+//! Call routing, refusals and the digest choice are documented in [`calls`]; SDP checks
+//! and the 488 `Warning`s in [`offer`]. `--media-ip IP` (default 127.0.0.1) is where the
+//! simulated phones bind their media sockets.
 //!
 //! Registrar behaviour (RFC 3261 §10.3, RFC 3327, RFC 2617 qop=auth) and the choices made
 //! where Unified CM's answers differ from a generic registrar are in [`registrar`].

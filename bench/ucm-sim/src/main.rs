@@ -1,5 +1,6 @@
 //! `ucm-sim`: a Unified CM stand-in (SIP registrar with digest authentication over TCP and
-//! TLS) for edgeway's tests and benchmarks. The registrar logic is the sans-IO library
+//! TLS, call routing, simulated inside phones) for edgeway's tests and benchmarks. The logic
+//! is the sans-IO library
 //! `edgeway_ucm_sim`; this binary is its tokio/rustls IO layer (`server.rs`) and the
 //! command line. The interfaces (options, ready file, users file, admin API) are documented
 //! in the library's crate docs.
@@ -14,10 +15,14 @@ use clap::Parser;
 use edgeway_ucm_sim::Settings;
 
 /// A Unified CM stand-in: SIP registrar with digest authentication over TCP and TLS, a user
-/// directory, and a JSON-lines admin API (bindings, counters, send) on 127.0.0.1.
+/// directory, call routing between registered users, simulated inside phones (users with
+/// phone = "sim") that answer and place calls with RTP/SRTP, and a JSON-lines admin API on
+/// 127.0.0.1.
 ///
 /// Admin API commands, one JSON object per line: {"cmd":"bindings"}, {"cmd":"counters"},
-/// {"cmd":"send","method":"OPTIONS"|"MESSAGE","to":"alice","body":"...","timeout_ms":N}.
+/// {"cmd":"send","method":"OPTIONS"|"MESSAGE","to":"alice","body":"...","timeout_ms":N},
+/// {"cmd":"call","from":"1001","to":"alice"}, {"cmd":"hangup","call":N}, {"cmd":"calls"},
+/// {"cmd":"answer_mode","user":"1001","mode":"auto|busy|ring"}.
 #[derive(Debug, Parser)]
 #[command(name = "ucm-sim", version)]
 struct Cli {

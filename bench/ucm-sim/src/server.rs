@@ -1,9 +1,11 @@
 //! The IO layer: TCP and TLS listeners, one task per connection framing SIP with
-//! `StreamFramer` and handing requests to the shared `Registrar`, and the admin API.
+//! `StreamFramer` and handing REGISTERs to the shared `Registrar` and everything else to
+//! the shared `Switch` (calls), one task per simulated phone's media socket, and the admin
+//! API.
 //!
 //! Per connection the task holds the stream (and rustls state), a framer, a 1 KiB read
-//! buffer and a small channel through which the admin API's `send` writes requests down
-//! that same connection. A connection whose bytes cannot be framed (malformed or
+//! buffer and a small channel through which the admin API and the switch (requests and
+//! responses proxied from another connection) write down that same connection. A connection whose bytes cannot be framed (malformed or
 //! oversized message) gets a best-effort 400/513 and is closed: the stream cannot be
 //! resynchronised. Nothing a connection sends can affect another one.
 
