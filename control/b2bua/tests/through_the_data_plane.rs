@@ -1,7 +1,8 @@
 //! A client's call through an edge and a core to a secure phone, planned by this crate and
 //! carried by edgeway-media's real workers: the entries the two roles produce join up
 //! (edge demux key = the core's source, core keepalive = the edge's demux port), and SRTP
-//! protected with the keys of the SDP each party saw decrypts at the far end, both ways.
+//! protected with the keys of the SDP each party saw decrypts at the far end, both ways,
+//! and SRTCP on the RTCP pairs too.
 #![allow(clippy::unwrap_used)]
 mod common;
 
@@ -162,6 +163,23 @@ fn srtp_crosses_edge_and_core_rekeyed_with_the_sdps_keys() {
         let n = client_rx.unprotect_rtp(&mut b, len).unwrap();
         assert_eq!(&b[..n], &plain[..]);
     }
+
+    // SRTCP from the client's RTCP port reaches the phone's RTCP port, re-keyed.
+    let mut rr = vec![0x81, 201, 0, 7];
+    rr.extend_from_slice(&0xc11eu32.to_be_bytes());
+    rr.extend_from_slice(&[7; 24]);
+    let mut b = rr.clone();
+    b.resize(rr.len() + 64, 0);
+    let n = client_tx.protect_rtcp(&mut b, rr.len()).unwrap();
+    let client_rtcp = SocketAddrV4::new(CLIENT_IP, 50001);
+    let (to, b) = relay(&mut ew, edge_e + 1, client_rtcp, &b[..n], 2777);
+    assert_eq!(to, SocketAddrV4::new(CORE_OUTSIDE, core_e + 1));
+    let edge_rtcp = SocketAddrV4::new(EDGE_INSIDE, 2777);
+    let (to, mut b) = relay(&mut cw, core_e + 1, edge_rtcp, &b, core.ports()[1] + 1);
+    assert_eq!(to, SocketAddrV4::new(PHONE_IP, 20001));
+    let len = b.len();
+    let n = phone_rx.unprotect_rtcp(&mut b, len).unwrap();
+    assert_eq!(&b[..n], &rr[..]);
 
     // BYE on both nodes: nothing left in either table.
     edge_t.apply(&edge.teardown(NOW, &mut edge_pool));
