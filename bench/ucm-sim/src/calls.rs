@@ -198,6 +198,8 @@ struct SimLeg {
     dialog: Option<Dialog>,
     /// The INVITE it received (answered calls) or sent (placed calls).
     invite: Option<Request>,
+    /// Its Contact (in 2xx answers to re-INVITE and UPDATE: they refresh the target).
+    contact: String,
     sdp_version: u64,
 }
 
@@ -693,6 +695,7 @@ impl Switch {
             offer: None,
             dialog: None,
             invite: Some(req.clone()),
+            contact: contact.clone(),
             sdp_version: 1,
         };
         let mut state = CallState::Ringing;
@@ -775,6 +778,10 @@ impl Switch {
             }
             Kind::SimAnswered(leg) | Kind::SimPlaced(leg) => {
                 let answered_invite = leg.invite.clone();
+                if req.method == Method::Invite && !to_has_tag(req) {
+                    // The initial INVITE again (a retransmission): already answered.
+                    return Vec::new();
+                }
                 match req.method {
                     Method::Cancel => {
                         if call.state == CallState::Established {
@@ -815,8 +822,7 @@ impl Switch {
                         ) {
                             Ok((body, plan)) => {
                                 leg.plan = Some(plan.clone());
-                                let mut ok = respond(req, 200, "OK", vec![]);
-                                let _ = ok.set_body(Some("application/sdp"), body);
+                                let ok = sim_ok(req, &leg.contact, body);
                                 vec![send(origin.connection, &ok), Action::Media { local, plan }]
                             }
                             Err(refusal) => {
@@ -1023,6 +1029,12 @@ impl Switch {
         let domain = &target.domain;
         let call_id = format!("ucm-sim-call-{n:x}@{domain}");
         let mut invite = Request::new(Method::Invite, target.contact.clone());
+        let contact = format!(
+            "<sip:{}@{};transport={}>",
+            caller.number,
+            link.local,
+            link.transport.via_token().to_ascii_lowercase()
+        );
         let headers = [
             (
                 HeaderName::Via,
@@ -1040,15 +1052,7 @@ impl Switch {
             (HeaderName::To, format!("<{}>", target.aor)),
             (HeaderName::CallId, call_id.clone()),
             (HeaderName::CSeq, "1 INVITE".to_owned()),
-            (
-                HeaderName::Contact,
-                format!(
-                    "<sip:{}@{};transport={}>",
-                    caller.number,
-                    link.local,
-                    link.transport.via_token().to_ascii_lowercase()
-                ),
-            ),
+            (HeaderName::Contact, contact.clone()),
             (
                 HeaderName::Allow,
                 "INVITE, ACK, BYE, CANCEL, UPDATE, PRACK, INFO, REFER, MESSAGE, OPTIONS".to_owned(),
@@ -1089,6 +1093,7 @@ impl Switch {
                     offer: Some(offer),
                     dialog: None,
                     invite: Some(invite),
+                    contact,
                     sdp_version: 1,
                 })),
                 state: CallState::Trying,
@@ -1135,6 +1140,7 @@ impl Switch {
             offer: None,
             dialog: None,
             invite: None,
+            contact: String::new(),
             sdp_version: 1,
         };
         let out = vec![

@@ -2,7 +2,9 @@
 //! inside phone (INVITE/200/ACK, hold by re-INVITE answered a=recvonly, UPDATE, INFO, BYE)
 //! with the phone's SRTP checked at the test's media socket; CANCEL answered 487; bad SDP,
 //! unknown numbers, busy and unregistered users refused with precise errors; two simulated
-//! phones exchanging SRTP both ways (keys through SDP a=crypto), counted by the phones.
+//! phones exchanging SRTP both ways (keys through SDP a=crypto), counted by the phones; a
+//! phone's SRTP checked with libsrtp (pylibsrtp); INVITEs challenged (407) for a profile with
+//! digest authentication; a phone and sipp calling a registered, auto-answering baresip.
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +17,7 @@ use edgeway_testkit::peers::{
     free_port, require_peer, sipp_scenario as scenario, Sipp, SippOutcome, SippTransport, UcmSim,
     UcmSimOptions,
 };
+use edgeway_testkit::LibsrtpOracle;
 
 /// carol registers with sipp; desk and lobby are simulated phones (secure), fax is a
 /// non-secure simulated phone, dave a registered user who never registers, eve is busy,
@@ -169,7 +172,8 @@ fn sipp_calls_a_sim_phone_holds_updates_and_gets_srtp() {
     // About 1 s of media before hold; every packet decrypts with the phone's key.
     let mut rx = SrtpContext::new(&answers[0].to_config()).expect("context");
     let mut good = 0;
-    for mut p in packets {
+    for p in &packets {
+        let mut p = p.clone();
         let n = p.len();
         p.resize(n + 64, 0);
         if let Ok(len) = rx.unprotect_rtp(&mut p, n) {
@@ -180,6 +184,22 @@ fn sipp_calls_a_sim_phone_holds_updates_and_gets_srtp() {
         }
     }
     assert!(good >= 25, "only {good} SRTP packets from the phone");
+    // The same packets through libsrtp (pylibsrtp), an implementation independent of the
+    // phone's edgeway-srtp.
+    if let Some(mut oracle) = LibsrtpOracle::start("the sim phone's SRTP") {
+        let key = &answers[0].keys[0].key;
+        let session = oracle.session(
+            answers[0].profile.sdes_name(),
+            &[key.key(), key.salt()].concat(),
+            1024,
+        );
+        for p in &packets {
+            let clear = oracle
+                .op(session, "unprotect", p)
+                .unwrap_or_else(|e| panic!("libsrtp refused the phone's packet: {e}"));
+            assert_eq!(clear.len(), 172);
+        }
+    }
     let c = ucm.counters();
     assert_eq!(c["calls_answered"], 1, "{c}");
     assert_eq!(c["calls_ended"], 1, "{c}");
