@@ -48,17 +48,20 @@
 //! assert!(call.ports().is_empty());
 //! ```
 //!
-//! **Dialog pairing (not here yet).** A B2BUA also maps the two dialogs: the inside leg gets
-//! its own Call-ID, From tag and CSeq space; in-dialog requests (re-INVITE, UPDATE, INFO,
-//! REFER, BYE) are translated leg to leg with their CSeq mapped and their SDP passed through
-//! this crate; responses map back by the transaction that carried them. That belongs on
-//! edgeway-sip's `Dialog` beside this plan (one `CallLegs { outside: Dialog, inside: Dialog,
-//! media: CoreCall }` per call) and is left to the control plane's call work; this crate
-//! only needs to be told which leg an SDP body came from and whether it is an offer or an
-//! answer (offer in INVITE/200, answer in 200/ACK, or in UPDATE/PRACK and their 200).
+//! **Dialog pairing** ([`DialogPair`]): the two dialogs of an established call (edgeway-sip
+//! `Dialog`s, each with its own Call-ID, tags and CSeq space); in-dialog requests
+//! (re-INVITE and its ACK, UPDATE, INFO, REFER, NOTIFY, BYE) are rebuilt on the other
+//! dialog and their responses mapped back onto the original request. Not here yet, left to
+//! the control plane's call work: creating the inside leg of a new INVITE (fresh Call-ID and
+//! From tag from the caller's RNG, Request-URI from Unified CM routing), provisional
+//! responses and PRACK's RAck/RSeq mapping, CANCEL propagation (answer it here, CANCEL the
+//! forwarded INVITE there), and re-INVITE glare (491). The media plan only needs to be told
+//! which leg an SDP body came from and whether it is an offer or an answer (offer in
+//! INVITE/UPDATE, answer in its 2xx; or offer in a 2xx, answer in the ACK).
 #![forbid(unsafe_code)]
 
 mod core;
+mod dialogs;
 mod edge;
 mod error;
 mod media;
@@ -68,6 +71,7 @@ mod session;
 use std::fmt;
 
 pub use crate::core::{CoreCall, CoreConfig, InsideSecurity};
+pub use dialogs::{DialogPair, PairError};
 pub use edge::{EdgeCall, EdgeConfig};
 pub use error::PlanError;
 pub use media::Remote;
