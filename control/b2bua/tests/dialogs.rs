@@ -289,4 +289,44 @@ fn update_and_refer_from_the_phone_reach_the_client_in_the_outside_cseq_space() 
         p.forward_request(Leg::Inside, &ack, &via("x"), None),
         Err(PairError::UnknownAck { .. })
     ));
+    // BYE from the client ends the phone's dialog in its CSeq space; the 200 maps back.
+    let bye = request(
+        "BYE sip:core@172.16.0.2:5061;transport=tls SIP/2.0\n\
+         Via: SIP/2.0/TLS 172.16.0.1:7001;branch=z9hG4bK-e9\n\
+         Max-Forwards: 69\n\
+         From: <sip:jabber@example.com>;tag=client1\n\
+         To: <sip:1001@example.com>;tag=core-out\n\
+         Call-ID: out-call-1\n\
+         CSeq: 12 BYE\n\
+         Reason: Q.850;cause=16\n\
+         Content-Length: 0\n\n",
+    );
+    let out = p
+        .forward_request(Leg::Outside, &bye, &via("z9hG4bK-i9"), None)
+        .unwrap();
+    assert_eq!(
+        ids(&out),
+        (
+            "in-call-1".into(),
+            "core-in".into(),
+            "phone1".into(),
+            2,
+            Method::Bye
+        )
+    );
+    assert_eq!(
+        out.headers.first(&HeaderName::parse("Reason")),
+        Some("Q.850;cause=16")
+    );
+    let ok = p
+        .forward_response(Leg::Inside, &out.make_response(200, "OK", None), None)
+        .unwrap();
+    assert_eq!(
+        (
+            ok.status,
+            ok.headers.cseq().unwrap().seq,
+            ok.headers.cseq().unwrap().method
+        ),
+        (200, 12, Method::Bye)
+    );
 }
