@@ -176,7 +176,9 @@ impl EdgeFlows {
         };
         for (i, line) in lines.iter().enumerate() {
             let stream = session.stream(i);
-            if !line.relayed {
+            // An answer cannot revive a stream its offer rejected (RFC 3264 §6).
+            let rejected_by_offer = kind == Kind::Answer && stream.port.is_none();
+            if !line.relayed || rejected_by_offer {
                 *stream = EdgeStream::default();
                 reject(&mut sdp, i);
                 continue;

@@ -259,6 +259,27 @@ fn a_core_offer_programs_the_edge_at_once_on_the_pairs_worker() {
     assert_eq!(t.entries(), 4);
     t.apply(&edge.teardown(NOW, &mut pool));
     assert_eq!((t.entries(), t.ports_in_use()), (0, 0));
+    // An answer cannot revive an m= line its offer rejected: it stays port 0, unallocated.
+    let mut call = EdgeCall::new(&config, 10, CLIENT_IP);
+    let offer = sdp(
+        "172.16.0.2",
+        &[
+            ("audio", 40100, "RTP/SAVP", &[], ""),
+            ("video", 0, "RTP/SAVP", &[], ""),
+        ],
+    );
+    call.offer(Leg::Inside, NOW, &offer, &mut pool).unwrap();
+    let answer = sdp(
+        "198.51.100.7",
+        &[
+            ("audio", 50000, "RTP/SAVP", &[], ""),
+            ("video", 50002, "RTP/SAVP", &[], ""),
+        ],
+    );
+    let inward = call.answer(Leg::Outside, NOW, &answer, &mut pool).unwrap();
+    assert_eq!(parse(&inward.sdp).media()[1].port, 0);
+    assert_eq!(call.ports().len(), 1);
+    call.teardown(NOW, &mut pool);
 }
 
 #[test]
