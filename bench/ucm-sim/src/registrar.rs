@@ -268,7 +268,9 @@ impl Refusal {
     }
 }
 
-const ALLOW: &str = "REGISTER, OPTIONS";
+/// What ucm-sim takes as a whole (the registrar and the call switch), as OPTIONS answers say.
+const ALLOW: &str =
+    "REGISTER, OPTIONS, INVITE, ACK, BYE, CANCEL, UPDATE, PRACK, INFO, REFER, MESSAGE, NOTIFY";
 
 impl Registrar {
     /// A registrar for `users`; `secret` keys the digest nonces, `now` is the time origin.
