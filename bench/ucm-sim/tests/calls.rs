@@ -79,9 +79,6 @@ fn ucm() -> UcmSim {
 }
 
 /// One sipp call as carol to `callee`, offering `proto` with SDP line `crypto` at `port`.
-///
-/// sipp takes the helper's `-p 0` as "5060, or the next free port", which races between
-/// tests run in parallel (errno 98), so each run gets a port of its own (the last `-p` wins).
 fn carol_calls(
     sipp: &std::path::Path,
     ucm: &UcmSim,
@@ -95,10 +92,18 @@ fn carol_calls(
         "SEQUENTIAL\ncarol;[authentication username=carol password=carol-pw];example.com;\
          {callee};{port};{proto};{crypto}\n"
     );
+    sipp_run(sipp, ucm, scenario_file, &csv)
+}
+
+/// One sipp call of `scenario_file` over TCP with `csv` as its `-inf` file.
+///
+/// sipp takes the helper's `-p 0` as "5060, or the next free port", which races between
+/// tests run in parallel (errno 98), so each run gets a port of its own (the last `-p` wins).
+fn sipp_run(sipp: &std::path::Path, ucm: &UcmSim, scenario_file: &str, csv: &str) -> SippOutcome {
     Sipp::new(sipp, &scenario(scenario_file))
         .remote(ucm.sip_tcp.expect("tcp"))
         .transport(SippTransport::Tcp)
-        .users_csv(&csv)
+        .users_csv(csv)
         .calls(1)
         .arg("-p")
         .arg(free_port().to_string())
@@ -232,14 +237,7 @@ fn digest_authentication_profile_challenges_invites_with_407() {
     let ucm = ucm();
     let csv = "SEQUENTIAL\nfrank;[authentication username=frank password=frank-pw];\
                example.com;1003;40000;RTP/AVP;a=x-no-crypto\n";
-    let run = Sipp::new(&sipp, &scenario("call_digest.xml"))
-        .remote(ucm.sip_tcp.expect("tcp"))
-        .transport(SippTransport::Tcp)
-        .users_csv(csv)
-        .calls(1)
-        .arg("-p")
-        .arg(free_port().to_string())
-        .run();
+    let run = sipp_run(&sipp, &ucm, "call_digest.xml", csv);
     assert!(run.all_succeeded(), "{run:?}\nucm-sim:\n{}", ucm.output());
     assert!(run
         .messages
