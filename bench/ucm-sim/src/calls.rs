@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use edgeway_sip::Dialog;
 use edgeway_sip::{HeaderName, Method, Request, Response, Uri, Via, MAGIC_COOKIE};
@@ -129,6 +129,8 @@ pub struct SwitchCounters {
     pub responses_relayed: u64,
     /// Responses for no transaction ucm-sim knows.
     pub stray_responses: u64,
+    /// Calls given up unanswered after [`SETUP_TIMEOUT`].
+    pub setup_timeouts: u64,
 }
 
 /// The state of a call.
@@ -243,7 +245,16 @@ struct Pending {
     /// Where responses go back (proxied requests); `None` for the phones' own requests.
     upstream: Option<ConnectionId>,
     method: Method,
+    /// When [`Switch::expire`] first saw it (set lazily: inserting needs no clock).
+    seen: Option<Instant>,
 }
+
+/// A call still not answered after this long is given up (Unified CM's default maximum
+/// ring time is 180 s); ucm-sim's own phones in `ring` mode ring on.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(180);
+/// A forwarded or sent request with no final response after this long is forgotten
+/// (twice RFC 3261's Timer F).
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(64);
 
 /// A connection's transport and local address (for Via, Contact and Record-Route).
 #[derive(Debug, Clone, Copy)]
@@ -522,6 +533,7 @@ impl Switch {
                     call,
                     upstream: Some(from),
                     method: fwd.method.clone(),
+                    seen: None,
                 },
             );
         }
@@ -1077,6 +1089,7 @@ impl Switch {
                 call: Some(n),
                 upstream: None,
                 method: Method::Invite,
+                seen: None,
             },
         );
         self.counters.calls_placed += 1;
@@ -1217,6 +1230,58 @@ impl Switch {
         self.counters.calls_ended += 1;
         self.end_call(n, &mut out);
         Ok(out)
+    }
+
+    /// Gives up calls unanswered for [`SETUP_TIMEOUT`] (a proxied one gets 408 back to the
+    /// caller and a CANCEL to the callee; a placed one is cancelled) and forgets requests
+    /// unanswered for [`TRANSACTION_TIMEOUT`]. Call it about once a second.
+    pub fn expire(&mut self, now: Instant) -> Vec<Action> {
+        let calls = &self.calls;
+        self.pending.retain(|_, p| {
+            // An INVITE rings as long as its call lasts (the call has its own timeout).
+            let ringing =
+                p.method == Method::Invite && p.call.is_some_and(|c| calls.contains_key(&c));
+            let seen = *p.seen.get_or_insert(now);
+            ringing || now.saturating_duration_since(seen) < TRANSACTION_TIMEOUT
+        });
+        let stale: Vec<CallNumber> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                c.state != CallState::Established
+                    && now.saturating_duration_since(c.started) >= SETUP_TIMEOUT
+                    && !matches!(c.kind, Kind::SimAnswered(_))
+            })
+            .map(|(n, _)| *n)
+            .collect();
+        let mut out = Vec::new();
+        for n in stale {
+            self.counters.setup_timeouts += 1;
+            if let Some(call) = self.calls.get(&n) {
+                match &call.kind {
+                    Kind::Proxied(p) => {
+                        if let Ok(cancel) = p.forwarded.make_cancel() {
+                            out.push(send(p.callee, &cancel));
+                        }
+                        let mut upstream = p.forwarded.clone();
+                        let _ = upstream.headers.remove_first_value(&HeaderName::Via);
+                        out.push(send(
+                            p.caller,
+                            &respond(&upstream, 408, "Request Timeout", vec![]),
+                        ));
+                    }
+                    Kind::SimPlaced(leg) => {
+                        let cancel = leg.invite.as_ref().and_then(|i| i.make_cancel().ok());
+                        if let (Some(c), Some(conn)) = (cancel, leg.connection) {
+                            out.push(send(conn, &c));
+                        }
+                    }
+                    Kind::SimAnswered(_) | Kind::SimToSim(..) => {}
+                }
+            }
+            self.end_call(n, &mut out);
+        }
+        out
     }
 
     /// Sets how a simulated phone answers (`busy` also applies to a registered user:
@@ -1551,6 +1616,27 @@ mod tests {
         assert_eq!(sent(&out, 2).iter().map(status).collect::<Vec<_>>(), [200]);
         assert!(sw.calls(now).is_empty());
         assert_eq!(sw.counters().calls_ended, 1);
+    }
+
+    #[test]
+    fn unanswered_calls_time_out_with_408_and_cancel() {
+        let now = Instant::now();
+        let (mut reg, mut sw) = setup(now);
+        let out = sw.handle_request(now, &mut reg, &request(INVITE), &origin(1), &mut no_media);
+        assert_eq!(sent(&out, 2).len(), 1);
+        assert!(sw.expire(now + Duration::from_secs(179)).is_empty());
+        assert_eq!(sw.pending.len(), 1, "the INVITE may ring for 180 s");
+        let out = sw.expire(now + SETUP_TIMEOUT);
+        assert_eq!(sent(&out, 1).iter().map(status).collect::<Vec<_>>(), [408]);
+        let Message::Request(cancel) = &sent(&out, 2)[0] else {
+            panic!("CANCEL to bob");
+        };
+        assert_eq!(cancel.method, Method::Cancel);
+        assert!(sw.calls(now).is_empty());
+        assert_eq!(sw.counters().setup_timeouts, 1);
+        // The forwarded INVITE's transaction is forgotten a while later.
+        sw.expire(now + SETUP_TIMEOUT + TRANSACTION_TIMEOUT);
+        assert!(sw.pending.is_empty());
     }
 
     #[test]

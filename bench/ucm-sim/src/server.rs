@@ -432,6 +432,8 @@ async fn expiry_loop(shared: Arc<Shared>) {
     loop {
         tick.tick().await;
         lock(&shared.registrar).expire(Instant::now());
+        let actions = lock(&shared.switch).expire(Instant::now());
+        apply(&shared, actions, None);
     }
 }
 
