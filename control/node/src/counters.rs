@@ -39,6 +39,9 @@ counters! {
     client_messages,
     /// Malformed SIP answered with 400 (and the connection closed when framing was lost).
     malformed,
+    /// Messages that framed but did not parse: requests answered with a 400 the sender
+    /// can match, and the connection kept (also counted as malformed or header_flood).
+    malformed_survived,
     /// Messages over the size limit (513 sent, connection closed).
     oversized,
     /// Messages with too many or too long header lines (header floods).

@@ -102,8 +102,13 @@ enum ReadEnd {
     Framing(FramerError),
 }
 
+/// The Warning agent of this node's own 400s: a pseudonym (RFC 3261 §20.43), so a refusal
+/// does not tell a client the core's or the edge's host names.
+const WARN_AGENT: &str = "edgeway";
+
 /// Reads frames until the peer closes, goes quiet for `idle`, or breaks framing; each
-/// frame goes to `on_frame`. Pings are answered on `tx` here.
+/// message goes to `on_frame`. Pings and messages that framed but did not parse are
+/// answered on `tx` here.
 async fn read_frames<R>(
     mut reader: R,
     limits: ParseLimits,
@@ -137,6 +142,15 @@ where
                 }
                 Frame::Pong => {}
                 Frame::Message(m) => on_frame(m),
+                Frame::Invalid(bad) => {
+                    // Framing held, so only this message is lost: answer it (requests
+                    // only) and keep the connection.
+                    count_parse_error(counters, bad.error());
+                    counters.malformed_survived.fetch_add(1, Ordering::Relaxed);
+                    if let Some(response) = bad.response(WARN_AGENT) {
+                        send(tx, response.to_bytes(), counters);
+                    }
+                }
             }
         }
     }

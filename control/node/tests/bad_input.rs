@@ -42,6 +42,28 @@ fn while_pinging(alice: &mut SipClient, timeout: Duration, cond: impl Fn() -> bo
     })
 }
 
+/// The first line and the whole text of the next message the edge sends.
+fn raw_status_line(client: &mut SipClient) -> (String, String) {
+    let mut seen = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") && std::time::Instant::now() < end {
+        let (more, closed) = client.read_until_closed(Duration::from_millis(100));
+        seen.extend_from_slice(&more);
+        assert!(!closed, "connection kept after a message that framed");
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    (text.lines().next().unwrap_or_default().to_owned(), text)
+}
+
+/// The Via branch of a request as sent.
+fn sent_branch(request: &str) -> &str {
+    let at = request.find("branch=").expect("branch") + "branch=".len();
+    request[at..]
+        .split(['\r', ';'])
+        .next()
+        .expect("branch value")
+}
+
 fn expect_refusal_then_close(client: &mut SipClient, status_line: &str) -> String {
     let (seen, closed) = client.read_until_closed(Duration::from_secs(5));
     let text = String::from_utf8_lossy(&seen).into_owned();
@@ -61,14 +83,53 @@ fn misbehaving_clients_are_refused_counted_and_do_not_affect_a_good_one() {
     let mut alice = c.client();
     good_client_unaffected(&mut alice);
 
-    // Malformed SIP: 400 naming the error, then the connection is closed.
-    let mut bad = SipClient::connect_from(edge, config.clone(), bad_source());
+    // Malformed SIP that still frames: 400 naming the error, and the connection stays.
+    let mut bad = c.client();
     bad.send_raw(b"REGISTER sip:example.com SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.2:5061;branch=z9hG4bKx\r\nCSeq: one REGISTER\r\nContent-Length: 0\r\n\r\n")
         .expect("send");
-    let text = expect_refusal_then_close(&mut bad, "SIP/2.0 400 Bad Request (");
-    assert!(text.contains("CSeq"), "the reason names the header: {text}");
+    let (status, text) = raw_status_line(&mut bad);
+    assert!(
+        status.starts_with("SIP/2.0 400 Bad Request (CSeq"),
+        "the reason names the header: {text}"
+    );
+    assert!(
+        text.contains("branch=z9hG4bKx"),
+        "the Via is salvaged: {text}"
+    );
     assert_eq!(c.edge.counter("malformed"), 1);
+    assert_eq!(c.edge.counter("malformed_survived"), 1);
     good_client_unaffected(&mut alice);
+
+    // A bad REGISTER then a good one on the same connection: the client matches the 400
+    // to its transaction and then registers.
+    let mut carol = c.client();
+    let good = carol.register_request("carol", "example.com", 60, None);
+    let bad_register = String::from_utf8(good.clone())
+        .expect("utf8")
+        .replace("Max-Forwards: 70", "Max-Forwards: seventy");
+    carol.send_raw(bad_register.as_bytes()).expect("send");
+    let refused = carol.recv_response(Duration::from_secs(5));
+    assert_eq!(refused.status, 400, "{refused:?}");
+    assert!(refused.reason.contains("Max-Forwards"), "{refused:?}");
+    let sent = edgeway_sip::Message::parse(bad_register.as_bytes());
+    assert!(sent.is_err(), "the REGISTER sent really is malformed");
+    let via = refused.headers.top_via().expect("Via");
+    assert_eq!(via.branch(), Some(sent_branch(&bad_register)));
+    let cseq = refused.headers.cseq().expect("CSeq");
+    assert_eq!((cseq.seq, cseq.method), (1, edgeway_sip::Method::Register));
+    assert!(refused.headers.to_addr().is_ok_and(|to| to.tag().is_some()));
+    assert!(refused
+        .headers
+        .first(&edgeway_sip::HeaderName::Warning)
+        .is_some_and(|w| w.starts_with("399 edgeway \"Max-Forwards")));
+    assert_eq!(
+        carol.register("carol", 60).1.status,
+        200,
+        "the same connection registers"
+    );
+    assert_eq!(c.edge.counter("malformed_survived"), 2);
+    drop(bad);
+    drop(carol);
 
     // Oversized: a declared body beyond 64 KiB is refused before it is buffered.
     let mut big = SipClient::connect_from(edge, config.clone(), bad_source());
@@ -83,16 +144,26 @@ fn misbehaving_clients_are_refused_counted_and_do_not_affect_a_good_one() {
     assert_eq!(c.edge.counter("oversized"), 1);
     good_client_unaffected(&mut alice);
 
-    // Header flood: 300 header lines (the limit is 256).
-    let mut flood = SipClient::connect_from(edge, config.clone(), bad_source());
+    // Header flood: 300 header lines (the limit is 256); the message framed, so the
+    // connection stays and still answers pings.
+    let mut flood = c.client();
     let mut msg = String::from("OPTIONS sip:example.com SIP/2.0\r\n");
     for i in 0..300 {
         msg.push_str(&format!("X-Flood-{i}: {i}\r\n"));
     }
     msg.push_str("Content-Length: 0\r\n\r\n");
     flood.send_raw(msg.as_bytes()).expect("send");
-    expect_refusal_then_close(&mut flood, "SIP/2.0 400 ");
+    let (status, _) = raw_status_line(&mut flood);
+    assert!(status.starts_with("SIP/2.0 400 "), "{status}");
     assert_eq!(c.edge.counter("header_flood"), 1);
+    flood.send_raw(b"\r\n\r\n").expect("ping");
+    let (pong, closed) = flood.read_until_closed(Duration::from_millis(500));
+    assert_eq!(
+        (pong.as_slice(), closed),
+        (&b"\r\n"[..], false),
+        "pong, still open"
+    );
+    drop(flood);
     good_client_unaffected(&mut alice);
 
     // Wrong password: ucm-sim's refusal is relayed; nothing is registered for bob.
@@ -112,7 +183,17 @@ fn misbehaving_clients_are_refused_counted_and_do_not_affect_a_good_one() {
     bob.send_raw(&req).expect("send");
     let refused = bob.recv_response(Duration::from_secs(5));
     assert_eq!(refused.status, 403, "{refused:?}");
-    assert_eq!(c.core().registrations().len(), 1, "only alice");
+    let aors: Vec<String> = c
+        .core()
+        .registrations()
+        .iter()
+        .map(|r| r["aor"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        !aors.iter().any(|a| a.contains("bob")),
+        "bob is not registered: {aors:?}"
+    );
+    assert_eq!(aors.len(), 2, "alice and carol: {aors:?}");
     drop(bob);
 
     // Slow TLS client: connects and never finishes the handshake (1 s limit).

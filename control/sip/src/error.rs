@@ -168,7 +168,9 @@ pub enum FramerError {
         /// The limit.
         limit: usize,
     },
-    /// The framed message failed to parse.
+    /// The Content-Length could not be read (not a number, or given twice), so where the
+    /// message ends is unknown. (A message that frames but fails to parse otherwise is a
+    /// non-final [`Frame::Invalid`](crate::Frame::Invalid), not this.)
     #[error("framed message refused: {0}")]
     Message(#[from] ParseError),
     /// An earlier error made the stream unusable.

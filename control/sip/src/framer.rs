@@ -5,10 +5,17 @@
 //! [`ParseLimits::max_message_size`] bytes): complete frames are parsed as soon as they
 //! are whole, and a message whose header section or declared Content-Length would exceed
 //! the limit is refused as soon as that is known, before its body is buffered.
+//!
+//! Only losing the framing is final (no readable Content-Length, a message over the
+//! limit): a message that frames but does not parse becomes [`Frame::Invalid`], and the
+//! stream goes on after it, so a server can answer that one message with a 400 the client
+//! can match ([`InvalidMessage::response`]) and keep the connection.
 
 use crate::error::{FramerError, ParseError};
-use crate::message::{Message, ParseLimits};
+use crate::header::{HeaderName, Headers};
+use crate::message::{Message, ParseLimits, Response};
 use crate::text::{parse_decimal, trim_wsp};
+use crate::typed::{CSeq, Method, NameAddr, Via};
 use std::collections::VecDeque;
 
 /// One unit cut from the stream.
@@ -16,6 +23,9 @@ use std::collections::VecDeque;
 pub enum Frame {
     /// A complete, parsed message.
     Message(Message),
+    /// A complete message (its length was readable) that failed to parse; the stream
+    /// continues after it.
+    Invalid(InvalidMessage),
     /// A double-CRLF keep-alive ping: answer with a single CRLF (RFC 5626 §3.5.1).
     Ping,
     /// A single-CRLF pong (answer to a ping this side sent).
@@ -59,7 +69,9 @@ impl StreamFramer {
     }
 
     /// Feeds bytes read from the stream. Whole frames become available from
-    /// [`poll_frame`](Self::poll_frame). An error is final: close the connection.
+    /// [`poll_frame`](Self::poll_frame). An error means the framing is lost and is final:
+    /// close the connection (a message that frames but does not parse is a
+    /// [`Frame::Invalid`] instead).
     pub fn handle_data(&mut self, mut data: &[u8]) -> Result<(), FramerError> {
         if self.failed {
             return Err(FramerError::Failed);
@@ -140,12 +152,168 @@ impl StreamFramer {
             if self.buf.len() < total {
                 return Ok(());
             }
-            let msg = Message::parse_with(&self.buf[..total], &self.limits)?;
+            let frame = match Message::parse_with(&self.buf[..total], &self.limits) {
+                Ok(msg) => Frame::Message(msg),
+                Err(error) => Frame::Invalid(InvalidMessage::new(error, &self.buf[..total])),
+            };
             self.buf.drain(..total);
             self.expected = None;
-            self.frames.push_back(Frame::Message(msg));
+            self.frames.push_back(frame);
         }
     }
+}
+
+/// Most bytes of an invalid message's header section kept for salvaging its response.
+const SALVAGE_HEAD: usize = 8 * 1024;
+
+/// A framed message that failed to parse: the error, and enough of its header section to
+/// answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidMessage {
+    error: ParseError,
+    head: String,
+}
+
+impl InvalidMessage {
+    fn new(error: ParseError, message: &[u8]) -> Self {
+        let message = trim_leading_crlf(message);
+        let end = message
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(message.len())
+            .min(SALVAGE_HEAD);
+        InvalidMessage {
+            error,
+            head: String::from_utf8_lossy(&message[..end]).into_owned(),
+        }
+    }
+
+    /// Why the message was refused.
+    pub fn error(&self) -> &ParseError {
+        &self.error
+    }
+
+    /// Whether the message looks like a response (its start line begins with `SIP/`);
+    /// responses are never answered.
+    pub fn is_response(&self) -> bool {
+        self.head.starts_with("SIP/")
+    }
+
+    /// Whether `response` carries Via, From, To, Call-ID and CSeq: what a client needs to
+    /// match it to its transaction (and what the parser demands of a response).
+    pub fn is_matchable(response: &Response) -> bool {
+        [
+            HeaderName::Via,
+            HeaderName::From,
+            HeaderName::To,
+            HeaderName::CallId,
+            HeaderName::CSeq,
+        ]
+        .iter()
+        .all(|h| response.headers.contains(h))
+    }
+
+    /// The response to send back: the status [`ParseError::status_code`] suggests, the
+    /// parse error as reason phrase and as a `Warning: 399 <agent>`, and whichever of
+    /// Via, From, To (tagged), Call-ID and CSeq can be salvaged, each only when it parses,
+    /// so the client can match the response to its transaction. `None` for a response
+    /// or an ACK, which are never answered (RFC 3261 §17.2.1, §8.2).
+    pub fn response(&self, agent: &str) -> Option<Response> {
+        if self.is_response() || self.head.split([' ', '\r']).next() == Some("ACK") {
+            return None;
+        }
+        let status = self.error.status_code();
+        let label = match status {
+            505 => "Version Not Supported",
+            513 => "Message Too Large",
+            _ => "Bad Request",
+        };
+        let text: String = self
+            .error
+            .to_string()
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' => '\'',
+                c if c.is_control() => ' ',
+                c => c,
+            })
+            .take(200)
+            .collect();
+        let mut headers = Headers::new();
+        let mut vias_intact = true;
+        let mut seen_single: Vec<HeaderName> = Vec::new();
+        for (name, value) in unfolded_headers(&self.head) {
+            let value = value.as_str();
+            let name = HeaderName::parse(name);
+            let keep = match &name {
+                // Vias in order, stopping at the first that does not parse: the top one is
+                // what the client matches on.
+                HeaderName::Via => {
+                    vias_intact &= value.split(',').all(|v| Via::parse(v).is_ok());
+                    vias_intact
+                }
+                HeaderName::From | HeaderName::To => NameAddr::parse(value).is_ok(),
+                HeaderName::CallId => !value.is_empty() && !value.contains(char::is_whitespace),
+                HeaderName::CSeq => CSeq::parse(value).is_ok_and(|c| c.method != Method::Ack),
+                _ => false,
+            };
+            if !keep || seen_single.contains(&name) {
+                continue;
+            }
+            if name != HeaderName::Via {
+                seen_single.push(name.clone());
+            }
+            let value = if name == HeaderName::To
+                && NameAddr::parse(value).is_ok_and(|t| t.tag().is_none())
+            {
+                format!("{value};tag={:08x}", fnv1a(self.head.as_bytes()))
+            } else {
+                value.to_owned()
+            };
+            // A value with a stray CR or LF is refused by push: then it is left out.
+            let _ = headers.push(name, value);
+        }
+        let _ = headers.push(HeaderName::Warning, format!("399 {agent} \"{text}\""));
+        let _ = headers.push(HeaderName::ContentLength, "0");
+        Some(Response {
+            status,
+            reason: format!("{label} ({text})"),
+            headers,
+            body: Vec::new(),
+        })
+    }
+}
+
+fn trim_leading_crlf(mut data: &[u8]) -> &[u8] {
+    while let Some(rest) = data.strip_prefix(b"\r\n") {
+        data = rest;
+    }
+    data
+}
+
+/// `(name, value)` of each header line after the start line, folded lines joined.
+fn unfolded_headers(head: &str) -> Vec<(&str, String)> {
+    let mut out: Vec<(&str, String)> = Vec::new();
+    for line in head.split("\r\n").skip(1) {
+        if line.starts_with([' ', '\t']) {
+            if let Some((_, v)) = out.last_mut() {
+                v.push(' ');
+                v.push_str(trim_wsp(line));
+            }
+            continue;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            out.push((trim_wsp(name), trim_wsp(value).to_owned()));
+        }
+    }
+    out
+}
+
+/// A stable To tag for a stateless answer: a retransmission gets the same one.
+fn fnv1a(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5, |h, &b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// Finds Content-Length (or `l`) in a raw header section, honouring line folding.
@@ -263,6 +431,87 @@ mod tests {
             Err(FramerError::HeaderTooLarge { .. })
         ));
         assert!(f.buffered() == 0);
+    }
+
+    #[test]
+    fn unparsable_message_is_answered_and_the_stream_goes_on() {
+        let mut f = StreamFramer::new(ParseLimits::default());
+        let bad = OPTIONS
+            .replace("Max-Forwards: 70", "Max-Forwards: seventy")
+            .replace(
+                "To: <sip:edge.example.com>",
+                "t: <sip:edge.example.com>\r\n ;x=1",
+            );
+        for b in format!("{bad}{OPTIONS}").as_bytes() {
+            f.handle_data(std::slice::from_ref(b)).unwrap();
+        }
+        let Some(Frame::Invalid(invalid)) = f.poll_frame() else {
+            panic!("expected an invalid message");
+        };
+        assert!(
+            matches!(f.poll_frame(), Some(Frame::Message(_))),
+            "next one parses"
+        );
+        assert!(
+            matches!(invalid.error(), ParseError::BadHeader { name, .. } if name == "Max-Forwards")
+        );
+        let resp = invalid.response("edge.example.com").unwrap();
+        let bytes = resp.to_bytes();
+        let Ok(Message::Response(parsed)) = Message::parse(&bytes) else {
+            panic!("400 must parse: {}", String::from_utf8_lossy(&bytes));
+        };
+        assert_eq!(parsed.status, 400);
+        assert!(parsed.reason.contains("Max-Forwards"), "{}", parsed.reason);
+        let via = parsed.headers.top_via().unwrap();
+        assert_eq!(via.branch(), Some("z9hG4bKa1"));
+        assert_eq!(parsed.headers.call_id().unwrap(), "abc@core");
+        let to = parsed.headers.to_addr().unwrap();
+        assert!(to.tag().is_some(), "a To tag is added");
+        assert_eq!(to.params.get("x"), Some("1"), "folded To kept");
+        assert!(parsed
+            .headers
+            .first(&HeaderName::Warning)
+            .is_some_and(|w| w.starts_with("399 edge.example.com \"Max-Forwards")));
+        assert_eq!(parsed.headers.cseq().unwrap().seq, 1);
+
+        // What does not parse is left out; the rest still comes back.
+        let mut f = StreamFramer::new(ParseLimits::default());
+        f.handle_data(OPTIONS.replace("CSeq: 1", "CSeq: one").as_bytes())
+            .unwrap();
+        let Some(Frame::Invalid(invalid)) = f.poll_frame() else {
+            panic!("expected an invalid message");
+        };
+        let text = String::from_utf8(invalid.response("edge").unwrap().to_bytes()).unwrap();
+        assert!(text.starts_with("SIP/2.0 400 Bad Request (CSeq"), "{text}");
+        assert!(
+            text.contains("branch=z9hG4bKa1") && !text.contains("CSeq: one"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn responses_and_acks_are_never_answered() {
+        let bad_resp = "SIP/2.0 200 OK\r\nVia: x\r\nContent-Length: 0\r\n\r\n";
+        let bad_ack = OPTIONS.replace("OPTIONS sip", "ACK sip");
+        for bad in [bad_resp.to_owned(), bad_ack] {
+            let mut f = StreamFramer::new(ParseLimits::default());
+            f.handle_data(bad.as_bytes()).unwrap();
+            let Some(Frame::Invalid(invalid)) = f.poll_frame() else {
+                panic!("expected an invalid frame for {bad:?}");
+            };
+            assert_eq!(invalid.response("edge"), None);
+        }
+    }
+
+    #[test]
+    fn unreadable_length_stays_final() {
+        let mut f = StreamFramer::new(ParseLimits::default());
+        let bad = OPTIONS.replace("l: 5", "l: five");
+        assert!(matches!(
+            f.handle_data(bad.as_bytes()),
+            Err(FramerError::Message(ParseError::BadContentLength(_)))
+        ));
+        assert_eq!(f.handle_data(OPTIONS.as_bytes()), Err(FramerError::Failed));
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod uri;
 
 pub use dialog::{Dialog, DialogError, DialogId, DialogState};
 pub use error::{FramerError, ParseError};
-pub use framer::{Frame, StreamFramer};
+pub use framer::{Frame, InvalidMessage, StreamFramer};
 pub use header::{Header, HeaderName, Headers};
 pub use message::{Message, ParseLimits, Request, Response};
 pub use params::{Param, Params};

@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use edgeway_sip::sdp::SessionDescription;
-use edgeway_sip::{Message, ParseLimits, SipUri, StreamFramer};
+use edgeway_sip::{Frame, InvalidMessage, Message, ParseLimits, SipUri, StreamFramer};
 
 fn check(data: &[u8]) {
     if let Ok(msg) = Message::parse(data) {
@@ -15,7 +15,16 @@ fn check(data: &[u8]) {
     }
     let mut f = StreamFramer::new(ParseLimits::default());
     let _ = f.handle_data(data);
-    while f.poll_frame().is_some() {}
+    while let Some(frame) = f.poll_frame() {
+        if let Frame::Invalid(invalid) = frame {
+            // The framer target's check: a salvaged 400 with the matching headers parses.
+            if let Some(resp) = invalid.response("edge") {
+                if InvalidMessage::is_matchable(&resp) {
+                    Message::parse(&resp.to_bytes()).expect("salvaged 400 must parse");
+                }
+            }
+        }
+    }
 }
 
 #[test]

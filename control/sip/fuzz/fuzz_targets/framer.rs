@@ -1,9 +1,11 @@
 //! Feeds an arbitrary byte stream, cut into arbitrary chunks, to the stream framer. The
 //! frames must not depend on how the stream was chunked, and the buffer stays bounded.
+//! The 400 salvaged for a message that framed but did not parse must serialize into a
+//! response that parses whenever it carries the five headers a client matches on.
 #![no_main]
 
 use arbitrary::Arbitrary;
-use edgeway_sip::{Frame, ParseLimits, StreamFramer};
+use edgeway_sip::{Frame, InvalidMessage, Message, ParseLimits, StreamFramer};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Debug, Arbitrary)]
@@ -11,6 +13,19 @@ struct Input {
     stream: Vec<u8>,
     cuts: Vec<u16>,
     small_limit: bool,
+}
+
+fn check_salvage(invalid: &InvalidMessage) {
+    let Some(resp) = invalid.response("edge.example.com") else {
+        return; // a response or an ACK: never answered
+    };
+    let bytes = resp.to_bytes();
+    let complete = InvalidMessage::is_matchable(&resp);
+    match Message::parse(&bytes) {
+        Ok(Message::Response(parsed)) => assert_eq!(parsed.status, resp.status),
+        Ok(Message::Request(_)) => panic!("a response serialized as a request"),
+        Err(e) => assert!(!complete, "salvaged response does not parse: {e}"),
+    }
 }
 
 fn run(limits: ParseLimits, chunks: &[&[u8]]) -> (Vec<Frame>, bool) {
@@ -23,6 +38,9 @@ fn run(limits: ParseLimits, chunks: &[&[u8]]) -> (Vec<Frame>, bool) {
             "unbounded buffer"
         );
         while let Some(fr) = f.poll_frame() {
+            if let Frame::Invalid(invalid) = &fr {
+                check_salvage(invalid);
+            }
             frames.push(fr);
         }
         if r.is_err() {
