@@ -393,7 +393,7 @@ fn the_core_routes_to_the_first_connected_node_in_configuration_order() {
     let cfg = core_config(
         &dir.0,
         c.edge.addr("traversal"),
-        c.ucm.sip_tcp,
+        c.ucm.sip_tcp.expect("ucm-sim on TCP"),
         "tcp",
         &opts,
     );

@@ -8,7 +8,10 @@
 //! [`peers`] starts real peers (ucm-sim, sipp, kamailio, baresip) and talks to them.
 //!
 //! [`pki::TestPki`] is a throwaway CA that issues PEM certificates with chosen SANs and EKUs.
+//!
+//! [`control::Cluster`] is a running control plane (edge, core, ucm-sim) for end-to-end tests.
 
+pub mod control;
 pub mod peers;
 pub mod pki;
 
