@@ -328,7 +328,11 @@ where
                     Ok(n) => n,
                 };
                 let fed = framer.handle_data(&buf[..n]);
-                handle_frames(&shared, &mut framer, &origin, &mut out);
+                let keep = handle_frames(&shared, &mut framer, &origin, &buf[..n], &mut out);
+                if !keep {
+                    let _ = stream.write_all(&out).await;
+                    break;
+                }
                 if let Err(e) = fed {
                     refuse_unframed(&shared, &e, &buf[..n], &mut out);
                     let _ = stream.write_all(&out).await;
@@ -354,9 +358,17 @@ where
     let _ = stream.shutdown().await;
 }
 
-/// Answers every complete frame: requests go to the registrar, final responses to the
-/// admin `send` waiting for them, pings get a pong.
-fn handle_frames(shared: &Shared, framer: &mut StreamFramer, origin: &Origin, out: &mut Vec<u8>) {
+/// Answers every complete frame: REGISTERs go to the registrar, other requests and the
+/// responses the switch is waiting for to the switch, other final responses to the admin
+/// `send` waiting for them, pings get a pong. `false` when the connection must close (a
+/// message that did not parse; `chunk` is the last read, for the refusal).
+fn handle_frames(
+    shared: &Shared,
+    framer: &mut StreamFramer,
+    origin: &Origin,
+    chunk: &[u8],
+    out: &mut Vec<u8>,
+) -> bool {
     while let Some(frame) = framer.poll_frame() {
         match frame {
             Frame::Message(Message::Request(req)) if req.method == Method::Register => {
@@ -397,6 +409,22 @@ fn handle_frames(shared: &Shared, framer: &mut StreamFramer, origin: &Origin, ou
                     None => IoCounters::bump(&shared.io.stray_responses),
                 }
             }
+            Frame::Invalid(bad) => {
+                // A message that framed but did not parse: a best-effort 400 built from the
+                // bytes read (it keeps a bad CSeq matchable as `0 <method>`), and the
+                // connection is closed as for any framing error.
+                IoCounters::bump(&shared.io.framing_errors);
+                let why = bad.error().to_string();
+                match refusal_for_unparsed(chunk, bad.error().status_code(), &why) {
+                    Some(bytes) => out.extend_from_slice(&bytes),
+                    None => {
+                        if let Some(r) = bad.response("ucm-sim") {
+                            r.write_to(out);
+                        }
+                    }
+                }
+                return false;
+            }
             Frame::Ping => {
                 IoCounters::bump(&shared.io.keepalives);
                 out.extend_from_slice(b"\r\n");
@@ -404,6 +432,7 @@ fn handle_frames(shared: &Shared, framer: &mut StreamFramer, origin: &Origin, ou
             Frame::Pong => {}
         }
     }
+    true
 }
 
 /// Counts a framing failure and writes a best-effort 400/513 for it into `out`.
