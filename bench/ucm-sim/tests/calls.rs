@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use edgeway_srtp::sdes::CryptoAttribute;
 use edgeway_srtp::{SrtpContext, SrtpProfile};
 use edgeway_testkit::peers::{
-    free_port, require_peer, sipp_scenario as scenario, Sipp, SippOutcome, SippTransport, UcmSim,
+    require_peer, sipp_scenario as scenario, Sipp, SippOutcome, SippTransport, UcmSim,
     UcmSimOptions,
 };
 use edgeway_testkit::LibsrtpOracle;
@@ -96,17 +96,12 @@ fn carol_calls(
 }
 
 /// One sipp call of `scenario_file` over TCP with `csv` as its `-inf` file.
-///
-/// sipp takes the helper's `-p 0` as "5060, or the next free port", which races between
-/// tests run in parallel (errno 98), so each run gets a port of its own (the last `-p` wins).
 fn sipp_run(sipp: &std::path::Path, ucm: &UcmSim, scenario_file: &str, csv: &str) -> SippOutcome {
     Sipp::new(sipp, &scenario(scenario_file))
         .remote(ucm.sip_tcp.expect("tcp"))
         .transport(SippTransport::Tcp)
         .users_csv(csv)
         .calls(1)
-        .arg("-p")
-        .arg(free_port().to_string())
         .run()
 }
 

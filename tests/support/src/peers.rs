@@ -921,7 +921,10 @@ impl Sipp {
             .arg(remote.to_string())
             .arg("-sf")
             .arg(&self.scenario)
-            .args(["-t", self.transport.flag(), "-i", "127.0.0.1", "-p", "0"])
+            .args(["-t", self.transport.flag(), "-i", "127.0.0.1", "-p"])
+            // Not 0: sipp reads it as "5060 or the next free port", which parallel tests
+            // race for (EADDRINUSE).
+            .arg(free_port().to_string())
             .args(["-m", &self.calls.to_string()])
             // The open-file limit here is 20,000; sipp's default socket cap (50,000) refuses to start.
             .args(["-nostdin", "-timeout_error", "-max_socket", "16000"])
