@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod allowlist;
+mod control;
 mod flow;
 mod flows;
 mod srtp;
@@ -32,6 +33,8 @@ enum Command {
     /// The core's HTTP allow list: upload rules, run tests, check one request.
     #[command(subcommand)]
     Allowlist(allowlist::AllowlistCommand),
+    /// A running edgeway-control node: status, registrations, maintenance on|off.
+    Control(control::ControlArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,5 +45,6 @@ fn main() -> anyhow::Result<()> {
         Command::Flows(args) => flows::run(args),
         Command::Status(args) => status::run(args),
         Command::Allowlist(cmd) => allowlist::run(cmd),
+        Command::Control(args) => control::run(args),
     }
 }
