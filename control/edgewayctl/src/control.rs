@@ -139,17 +139,19 @@ fn cell(v: &Value) -> String {
     }
 }
 
-/// Left-aligned columns, two spaces apart, the header line first.
+/// Left-aligned columns, two spaces apart, the header line first (none when empty).
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
+    let columns = rows.iter().map(Vec::len).chain([header.len()]).max();
+    let mut width = vec![0; columns.unwrap_or(0)];
+    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
+    for row in std::iter::once(&header).chain(rows) {
         for (w, c) in width.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
-    let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
-    for row in std::iter::once(&header).chain(rows) {
+    let header = (!header.is_empty()).then_some(&header);
+    for row in header.into_iter().chain(rows) {
         let line: Vec<String> = row
             .iter()
             .zip(&width)
@@ -189,7 +191,7 @@ fn status_text(status: &Value) -> String {
             summary.push(vec![label.to_owned(), cell(&status[key])]);
         }
     }
-    let mut out = table(&["NODE", ""], &summary);
+    let mut out = table(&[], &summary);
     if status["role"] == "core" {
         out.push_str("\nUnified CM nodes\n");
         out.push_str(&table(
