@@ -131,7 +131,7 @@ fn status_registrations_and_maintenance_of_a_running_node() {
 #[test]
 fn absent_stale_and_refusing_sockets_are_named() {
     let dir = Scratch::new("ctl-errors");
-    let absent = dir.0.join("nothing.sock");
+    let absent = dir.path().join("nothing.sock");
     let out = ctl(&[
         "control",
         "status",
@@ -153,7 +153,7 @@ fn absent_stale_and_refusing_sockets_are_named() {
     );
 
     // A socket file whose listener is gone: connect is refused.
-    let stale = dir.0.join("stale.sock");
+    let stale = dir.path().join("stale.sock");
     drop(UnixListener::bind(&stale).expect("bind"));
     let out = ctl(&[
         "control",
@@ -168,7 +168,7 @@ fn absent_stale_and_refusing_sockets_are_named() {
     );
 
     // A listener that answers with a refusal, as the node does for a command it lacks.
-    let refusing = dir.0.join("refusing.sock");
+    let refusing = dir.path().join("refusing.sock");
     let listener = UnixListener::bind(&refusing).expect("bind");
     let server = std::thread::spawn(move || {
         use std::io::{BufRead, Write};

@@ -116,14 +116,14 @@ fn a_wrong_subject_name_is_refused_and_says_why() {
 #[test]
 fn a_core_certificate_without_client_auth_is_refused_at_load_and_by_the_edge() {
     let dir = Scratch::new("eku");
-    let pki = TestPki::new(&dir.0).expect("pki");
+    let pki = TestPki::new(dir.path()).expect("pki");
     pki.issue("edge.example.com", &["edge.example.com"], Eku::Both)
         .expect("edge");
     let core = pki
         .issue("core.example.com", &["core.example.com"], Eku::ServerAuth)
         .expect("core");
     // At load, on the core: --check says exactly what is wrong.
-    let (ok, err) = check_core_config(&dir.0, |t| t);
+    let (ok, err) = check_core_config(dir.path(), |t| t);
     assert!(!ok);
     assert!(
         err.contains("tls.certificate")
@@ -131,7 +131,7 @@ fn a_core_certificate_without_client_auth_is_refused_at_load_and_by_the_edge() {
         "{err}"
     );
     // At the edge: a peer presenting such a certificate is refused, and the log says why.
-    let edge = Node::start(&edge_config(&dir.0, "core.example.com", ""));
+    let edge = Node::start(&edge_config(dir.path(), "core.example.com", ""));
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_file(pki.ca_path()).expect("ca"))
@@ -177,10 +177,10 @@ fn a_core_certificate_without_client_auth_is_refused_at_load_and_by_the_edge() {
     assert!(eventually(Duration::from_secs(3), || edge
         .counter("traversal_refused_eku")
         == 1));
+    // The counter is bumped before the log line is written and collected: wait for it.
     assert!(
-        edge.log
-            .text()
-            .contains("lacks the Client Authentication EKU"),
+        edge.log.wait_for(Duration::from_secs(3), |t| t
+            .contains("lacks the Client Authentication EKU")),
         "{}",
         edge.log.text()
     );
@@ -270,10 +270,10 @@ Call-ID: stale\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
 #[test]
 fn configuration_errors_name_the_field() {
     let dir = Scratch::new("config");
-    let pki = TestPki::new(&dir.0).expect("pki");
+    let pki = TestPki::new(dir.path()).expect("pki");
     pki.issue("core.example.com", &["core.example.com"], Eku::Both)
         .expect("core");
-    let (ok, err) = check_core_config(&dir.0, |t| {
+    let (ok, err) = check_core_config(dir.path(), |t| {
         t.replace(
             "address = \"127.0.0.1:5060\"",
             "address = \"cucm1.example.com\"",
@@ -387,11 +387,11 @@ fn the_core_routes_to_the_first_connected_node_in_configuration_order() {
     let dead = closed.local_addr().expect("addr");
     drop(closed);
     for f in ["core.example.com.pem", "core.example.com.key", "ca.pem"] {
-        std::fs::copy(c.dir.0.join(f), dir.0.join(f)).expect("copy");
+        std::fs::copy(c.dir.path().join(f), dir.path().join(f)).expect("copy");
     }
     let opts = ClusterOptions::default();
     let cfg = core_config(
-        &dir.0,
+        dir.path(),
         c.edge.addr("traversal"),
         c.ucm.sip_tcp.expect("ucm-sim on TCP"),
         "tcp",

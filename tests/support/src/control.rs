@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use edgeway_sip::{Frame, HeaderName, Message, ParseLimits, Request, Response, StreamFramer};
@@ -20,7 +20,7 @@ use md5::{Digest, Md5};
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 
-use crate::peers::{self, UcmSim, UcmSimOptions};
+use crate::peers::{self, OutputLog, PeerProcess, UcmSim, UcmSimOptions};
 use crate::pki::{Eku, TestPki};
 
 /// The users every cluster's ucm-sim knows: alice, bob, carol (password `<name>-secret`).
@@ -50,99 +50,24 @@ pub fn password(user: &str) -> String {
 }
 
 /// A scratch directory removed on drop.
-#[derive(Debug)]
-pub struct Scratch(pub PathBuf);
+pub use crate::peers::ScratchDir as Scratch;
 
-impl Scratch {
-    /// A fresh, empty directory under the system temp dir.
-    pub fn new(label: &str) -> Scratch {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "edgeway-control-{label}-{}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Output of a child process, collected by a thread.
-#[derive(Debug, Clone, Default)]
-pub struct Log(Arc<Mutex<String>>);
-
-impl Log {
-    /// Everything collected so far.
-    pub fn text(&self) -> String {
-        self.0.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Whether `needle` shows up within `timeout`.
-    pub fn wait_for(&self, timeout: Duration, needle: &str) -> bool {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.text().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-}
-
-fn spawn_logged(cmd: &mut Command) -> (Child, Log) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    let log = Log::default();
-    for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let log = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if let Ok(mut s) = log.0.lock() {
-                    s.push_str(&line);
-                    s.push('\n');
-                }
-            }
-        });
-    }
-    (child, log)
-}
-
-fn wait_ready(child: &mut Child, log: &Log, ready: &Path, what: &str) -> Value {
+fn wait_ready(process: &mut PeerProcess, ready: &Path, what: &str) -> Value {
     let end = Instant::now() + Duration::from_secs(15);
     loop {
         if let Ok(text) = std::fs::read_to_string(ready) {
             return serde_json::from_str(&text).expect("ready file is JSON");
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited ({status}) before ready:\n{}", log.text());
+        if let Some(status) = process.exited() {
+            panic!(
+                "{what} exited ({status}) before ready:\n{}",
+                process.log.text()
+            );
         }
         assert!(
             Instant::now() < end,
             "{what} not ready in 15 s:\n{}",
-            log.text()
+            process.log.text()
         );
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -186,9 +111,9 @@ pub fn control_binary() -> PathBuf {
 /// A running edgeway-control process (killed on drop).
 #[derive(Debug)]
 pub struct Node {
-    child: Child,
+    process: PeerProcess,
     /// Its standard output and error.
-    pub log: Log,
+    pub log: OutputLog,
     /// Its ready line (role, bound addresses, admin socket).
     pub ready: Value,
     /// Its configuration file.
@@ -202,18 +127,18 @@ impl Node {
     pub fn start(config: &Path) -> Node {
         let ready_path = config.with_extension("ready");
         let _ = std::fs::remove_file(&ready_path);
-        let (mut child, log) = spawn_logged(
+        let mut process = PeerProcess::spawn(
             Command::new(control_binary())
                 .arg("--config")
                 .arg(config)
                 .arg("--ready-file")
                 .arg(&ready_path),
         );
-        let ready = wait_ready(&mut child, &log, &ready_path, "edgeway-control");
+        let ready = wait_ready(&mut process, &ready_path, "edgeway-control");
         let admin_path = PathBuf::from(ready["admin"].as_str().expect("admin path"));
         Node {
-            child,
-            log,
+            log: process.log.clone(),
+            process,
             ready,
             config: config.to_path_buf(),
             admin_path,
@@ -272,13 +197,13 @@ impl Node {
 
     /// Stops the process.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
     }
 
     /// Its process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 }
 
@@ -307,6 +232,8 @@ pub struct ClusterOptions {
     pub ucm_tls: bool,
     /// Send the core's Unified CM traffic here (e.g. kamailio) instead of ucm-sim (TCP).
     pub registrar: Option<SocketAddr>,
+    /// ucm-sim's users file (TOML); `None`: [`USERS`].
+    pub users: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -320,6 +247,7 @@ impl Default for ClusterOptions {
             ucm_extra: vec!["--min-expires".into(), "1".into()],
             ucm_tls: false,
             registrar: None,
+            users: None,
         }
     }
 }
@@ -417,7 +345,7 @@ impl Cluster {
     /// Starts the CA, ucm-sim, the edge and the core.
     pub fn start(opts: ClusterOptions) -> Cluster {
         let dir = Scratch::new("cluster");
-        let pki = TestPki::new(&dir.0).expect("pki");
+        let pki = TestPki::new(dir.path()).expect("pki");
         pki.issue(
             "edge.example.com",
             &["edge.example.com", "127.0.0.1"],
@@ -429,7 +357,7 @@ impl Cluster {
         let ucm_cert = pki
             .issue("ucm.example.com", &["127.0.0.1"], Eku::ServerAuth)
             .expect("ucm cert");
-        let mut ucm_opts = UcmSimOptions::tcp_with_users(USERS);
+        let mut ucm_opts = UcmSimOptions::tcp_with_users(opts.users.as_deref().unwrap_or(USERS));
         ucm_opts.extra_args = opts.ucm_extra.clone();
         if opts.ucm_tls {
             let read = |p: &Path| std::fs::read_to_string(p).expect("ucm-sim certificate");
@@ -437,7 +365,7 @@ impl Cluster {
         }
         let ucm = UcmSim::spawn(&peers::ucm_sim_binary(&control_binary()), &ucm_opts);
         let edge = Node::start(&edge_config(
-            &dir.0,
+            dir.path(),
             &opts.verify_subject_name,
             &opts.edge_extra,
         ));
@@ -446,7 +374,13 @@ impl Cluster {
             (None, Some(tls)) if opts.ucm_tls => (tls, "tls"),
             _ => (ucm.sip_tcp.expect("ucm-sim listens on TCP"), "tcp"),
         };
-        let core_config = core_config(&dir.0, edge.addr("traversal"), ucm_addr, transport, &opts);
+        let core_config = core_config(
+            dir.path(),
+            edge.addr("traversal"),
+            ucm_addr,
+            transport,
+            &opts,
+        );
         let core = Node::start(&core_config);
         Cluster {
             core: Some(core),

@@ -140,13 +140,13 @@ impl OutputLog {
 /// A started peer process and its collected output; stopped on drop (SIGTERM, so forking
 /// peers such as kamailio stop their children too, then SIGKILL after 5 s).
 #[derive(Debug)]
-struct PeerProcess {
-    child: Child,
-    log: OutputLog,
+pub(crate) struct PeerProcess {
+    pub(crate) child: Child,
+    pub(crate) log: OutputLog,
 }
 
 impl PeerProcess {
-    fn spawn(cmd: &mut Command) -> PeerProcess {
+    pub(crate) fn spawn(cmd: &mut Command) -> PeerProcess {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -164,7 +164,7 @@ impl PeerProcess {
     }
 
     /// Its exit status, once it has exited.
-    fn exited(&mut self) -> Option<ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 
