@@ -424,6 +424,8 @@ impl Connection {
                 shared.stats.borrow_mut().pongs += 1;
                 Ok(None)
             }
+            // Before edgeway-sip's Frame::Invalid this was a framing error: keep failing.
+            Frame::Invalid(bad) => Err(FramerError::Message(bad.error().clone()).into()),
         }
     }
 
