@@ -6,6 +6,7 @@
 //! in the library's crate docs.
 #![forbid(unsafe_code)]
 
+mod http;
 mod server;
 
 use std::path::PathBuf;

@@ -21,6 +21,14 @@ pub struct Settings {
     /// Listen for SIP over TLS on ADDR (needs --cert and --key).
     #[arg(long, value_name = "ADDR")]
     pub sip_tls: Option<String>,
+    /// Serve the HTTP side (UDS, TFTP configuration files, vmrest) in plain HTTP here.
+    #[arg(long, value_name = "ADDR")]
+    #[serde(default)]
+    pub http: Option<String>,
+    /// Serve the HTTP side over TLS here (with --cert and --key).
+    #[arg(long, value_name = "ADDR")]
+    #[serde(default)]
+    pub https: Option<String>,
     /// TLS certificate chain (PEM), leaf first.
     #[arg(long, value_name = "PEM")]
     pub cert: Option<PathBuf>,
@@ -91,6 +99,8 @@ impl Settings {
         Settings {
             sip_tcp: self.sip_tcp.or(base.sip_tcp),
             sip_tls: self.sip_tls.or(base.sip_tls),
+            http: self.http.or(base.http),
+            https: self.https.or(base.https),
             cert: self.cert.or(base.cert),
             key: self.key.or(base.key),
             admin: self.admin.or(base.admin),

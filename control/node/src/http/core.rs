@@ -1,0 +1,345 @@
+//! The core's half: dials the edge's tunnel listener (mutual TLS, reconnecting with
+//! backoff), serves HTTP/2 on that connection, answers get_edge_config per configured
+//! domain and proxies the tunnelled form to internal servers when the allow list allows it.
+//! The allow list is the automatic rules of the configured Unified CM nodes (UDS on
+//! `uds_port`, TFTP on `tftp_port`) and `[[http.nodes]]`, plus the rules store, re-read
+//! whenever its modification time changes.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use edgeway_allowlist::{automatic_rules, AllowList, Node, NodeKind, Rule, RuleStore, Scheme};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use super::route::{self, EdgeConfigDoc, Route, Server};
+use super::{body, strip_hop_by_hop, text, Body, HttpError};
+use crate::config::{Config, CoreConfig, HttpConfig};
+use crate::run::NodeError;
+use crate::tls::{self, Identity};
+
+/// What the core's HTTP side counts (logged at each refusal; exported in a later step).
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// Requests answered.
+    pub requests: AtomicU64,
+    /// Refused by the allow list (403).
+    pub denied: AtomicU64,
+    /// Unknown domain or path form (404 / 400).
+    pub not_found: AtomicU64,
+    /// Internal server unreachable or failed (502).
+    pub upstream_failed: AtomicU64,
+}
+
+struct Rules {
+    automatic: Vec<Rule>,
+    store: Option<PathBuf>,
+    loaded: Option<SystemTime>,
+    list: AllowList,
+}
+
+impl Rules {
+    /// The current list, re-reading the store when it changed; a store that cannot be read
+    /// keeps the last good list (and says why).
+    fn refreshed(&mut self) -> &AllowList {
+        let Some(path) = &self.store else {
+            return &self.list;
+        };
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+        if modified != self.loaded {
+            self.loaded = modified;
+            let store = match std::fs::read_to_string(path) {
+                Ok(text) => RuleStore::from_json(&text).map_err(|e| e.to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RuleStore::default()),
+                Err(e) => Err(e.to_string()),
+            };
+            match store {
+                Ok(store) => self.list = store.allow_list(self.automatic.clone()),
+                Err(e) => eprintln!(
+                    "edgeway-control: allow list store {}: {e}; keeping the previous rules",
+                    path.display()
+                ),
+            }
+        }
+        &self.list
+    }
+}
+
+struct HttpCore {
+    cfg: CoreConfig,
+    http: HttpConfig,
+    rules: Mutex<Rules>,
+    upstream_tls: TlsConnector,
+    counters: HttpCounters,
+}
+
+fn ucm_nodes(cfg: &CoreConfig, http: &HttpConfig) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for ucm in &cfg.ucm {
+        nodes.push(Node {
+            kind: NodeKind::UnifiedCm,
+            host: ucm.host.clone(),
+            http_port: None,
+            https_port: Some(http.uds_port),
+        });
+        nodes.push(Node {
+            kind: NodeKind::Tftp,
+            host: ucm.host.clone(),
+            http_port: Some(http.tftp_port),
+            https_port: None,
+        });
+    }
+    nodes.extend(http.nodes.iter().cloned());
+    nodes
+}
+
+/// Builds the allow list and starts dialling the edge's tunnel listener.
+pub fn start(
+    cfg: &Config,
+    core: &CoreConfig,
+    http: &HttpConfig,
+    identity: &Identity,
+) -> Result<(), NodeError> {
+    let Some(tunnel_address) = http.tunnel_address else {
+        return Err(NodeError::Io {
+            what: "http.tunnel_address".into(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "missing: the core needs the edge's HTTP tunnel address",
+            ),
+        });
+    };
+    let automatic = automatic_rules(&ucm_nodes(core, http)).map_err(|e| NodeError::Io {
+        what: "http automatic rules".into(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+    })?;
+    let roots = tls::roots(&cfg.tls.ca)?;
+    let tunnel_tls = TlsConnector::from(tls::client(Some(identity), roots.clone())?);
+    let mut list = AllowList::new();
+    list.extend(automatic.clone());
+    let state = Arc::new(HttpCore {
+        cfg: core.clone(),
+        http: http.clone(),
+        rules: Mutex::new(Rules {
+            automatic,
+            store: http.allowlist_store.clone(),
+            loaded: None,
+            list,
+        }),
+        upstream_tls: TlsConnector::from(tls::client(None, roots)?),
+        counters: HttpCounters::default(),
+    });
+    tokio::spawn(dial_tunnel(state, tunnel_address, tunnel_tls));
+    Ok(())
+}
+
+async fn dial_tunnel(core: Arc<HttpCore>, address: std::net::SocketAddr, connector: TlsConnector) {
+    let initial = Duration::from_millis(100);
+    let mut backoff = initial;
+    let Ok(name) = rustls_pki_types::ServerName::try_from(core.cfg.edge_name.clone()) else {
+        eprintln!("edgeway-control: core.edge_name is not a TLS server name");
+        return;
+    };
+    loop {
+        let attempt = async {
+            let tcp = TcpStream::connect(address).await?;
+            let _ = tcp.set_nodelay(true);
+            connector.connect(name.clone(), tcp).await
+        };
+        match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+            Ok(Ok(stream)) => {
+                backoff = initial;
+                eprintln!("edgeway-control: HTTP tunnel up ({address})");
+                let state = core.clone();
+                let service =
+                    hyper::service::service_fn(move |request| answer(state.clone(), request));
+                let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(20))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+                eprintln!("edgeway-control: HTTP tunnel to {address} closed ({served:?})");
+            }
+            Ok(Err(e)) => {
+                eprintln!("edgeway-control: HTTP tunnel to {address} failed: {e}; retrying in {backoff:?}");
+            }
+            Err(_) => eprintln!("edgeway-control: HTTP tunnel to {address} timed out"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(core.cfg.reconnect_max);
+    }
+}
+
+fn edge_config(core: &HttpCore, domain: &str) -> Option<String> {
+    let configured = core.cfg.domains.iter().find(|d| d.name == domain)?;
+    let edge = |port| Server {
+        address: core.cfg.edge_name.clone(),
+        port,
+    };
+    let internal = |port| {
+        core.cfg
+            .ucm
+            .iter()
+            .map(|u| Server {
+                address: u.host.clone(),
+                port,
+            })
+            .collect()
+    };
+    Some(
+        EdgeConfigDoc {
+            sip_edge: configured
+                .sip_registrations
+                .then(|| edge(core.http.edge_sip_port)),
+            http_edge: edge(core.http.edge_http_port),
+            uds: internal(core.http.uds_port),
+            tftp: internal(core.http.tftp_port),
+        }
+        .to_xml(),
+    )
+}
+
+async fn answer(
+    core: Arc<HttpCore>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    core.counters.requests.fetch_add(1, Ordering::Relaxed);
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let not_found = |why: &str| {
+        core.counters.not_found.fetch_add(1, Ordering::Relaxed);
+        text(StatusCode::NOT_FOUND, why)
+    };
+    let route = match route::parse(&path) {
+        Ok(route) => route,
+        Err(e) => return Ok(not_found(&e.to_string())),
+    };
+    match route {
+        Route::EdgeConfig { domain } => Ok(match edge_config(&core, &domain) {
+            Some(xml) if request.method() == hyper::Method::GET => {
+                body(StatusCode::OK, "application/xml", xml)
+            }
+            Some(_) => text(StatusCode::METHOD_NOT_ALLOWED, "get_edge_config takes GET"),
+            None => not_found(&format!("domain {domain} is not configured")),
+        }),
+        Route::Tunnel { domain, url } => {
+            if !core.cfg.domains.iter().any(|d| d.name == domain) {
+                return Ok(not_found(&format!("domain {domain} is not configured")));
+            }
+            let decision = {
+                let mut rules = core.rules.lock().unwrap_or_else(|p| p.into_inner());
+                let list = rules.refreshed();
+                let d = list.decide(None, request.method().as_str(), &url);
+                (d.allowed, d.reason.to_string(), d.url)
+            };
+            match decision {
+                (true, _, Some(target)) => Ok(proxy(&core, request, target).await),
+                (_, reason, _) => {
+                    core.counters.denied.fetch_add(1, Ordering::Relaxed);
+                    eprintln!(
+                        "edgeway-control: HTTP allow list refused {} {url}: {reason}",
+                        request.method()
+                    );
+                    Ok(text(
+                        StatusCode::FORBIDDEN,
+                        &format!("refused by the HTTP allow list: {reason}"),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Forwards to the canonical URL the allow list returned, never the request's own text.
+async fn proxy(
+    core: &HttpCore,
+    request: Request<Incoming>,
+    target: edgeway_allowlist::NormalizedUrl,
+) -> Response<Body> {
+    let url = target.to_string();
+    match send_upstream(core, request, &target).await {
+        Ok(response) => response,
+        Err(e) => {
+            core.counters
+                .upstream_failed
+                .fetch_add(1, Ordering::Relaxed);
+            eprintln!("edgeway-control: {e}");
+            let _ = url;
+            text(StatusCode::BAD_GATEWAY, &e.to_string())
+        }
+    }
+}
+
+async fn send_upstream(
+    core: &HttpCore,
+    request: Request<Incoming>,
+    target: &edgeway_allowlist::NormalizedUrl,
+) -> Result<Response<Body>, HttpError> {
+    let fail = |reason: String| HttpError::Upstream {
+        url: target.to_string(),
+        reason,
+    };
+    let host = target.host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        TcpStream::connect((host, target.port)),
+    )
+    .await
+    .map_err(|_| fail("connect timed out".into()))?
+    .map_err(|e| fail(format!("connect: {e}")))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut parts, body) = request.into_parts();
+    let mut path = target.path.clone();
+    if let Some(q) = &target.query {
+        path.push('?');
+        path.push_str(q);
+    }
+    parts.uri = path.parse().map_err(|_| fail("unusable path".into()))?;
+    parts.version = hyper::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    let authority = format!("{}:{}", target.host, target.port);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(&authority) {
+        parts.headers.insert(hyper::header::HOST, v);
+    }
+    let request = Request::from_parts(parts, body);
+    let response = match target.scheme {
+        Scheme::Http => exchange(TokioIo::new(tcp), request).await,
+        Scheme::Https => {
+            let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| fail(format!("not a TLS name: {e}")))?;
+            let tls = core
+                .upstream_tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| fail(format!("TLS: {e}")))?;
+            exchange(TokioIo::new(tls), request).await
+        }
+    }
+    .map_err(|e| fail(e.to_string()))?;
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = hyper::Version::HTTP_2;
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+async fn exchange<T>(
+    io: TokioIo<T>,
+    request: Request<Incoming>,
+) -> Result<Response<Incoming>, hyper::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(connection);
+    sender.send_request(request).await
+}

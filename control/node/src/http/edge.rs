@@ -1,0 +1,211 @@
+//! The edge's half: client HTTPS (HTTP/1.1 over rustls) and the tunnel listener, where the
+//! core's mutual-TLS connection arrives and the edge becomes its HTTP/2 client. A newer
+//! tunnel replaces an older one (the core restarted); with none up, clients get 502.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::SendRequest;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::{strip_hop_by_hop, text, Body, HttpError};
+use crate::config::{Config, EdgeConfig, HttpConfig};
+use crate::counters::Counters;
+use crate::run::NodeError;
+use crate::tls::{self, Identity};
+
+/// The open tunnel, tagged with its generation so an old one's end does not clear a new one.
+type Tunnel = Arc<Mutex<Option<(u64, SendRequest<Incoming>)>>>;
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Binds the edge's HTTPS and tunnel listeners (reported in `ready` as `https` and
+/// `http_tunnel`) and serves them in the background.
+pub async fn start(
+    cfg: &Config,
+    edge: &EdgeConfig,
+    http: &HttpConfig,
+    identity: &Identity,
+    counters: Arc<Counters>,
+    ready: &mut Value,
+) -> Result<(), NodeError> {
+    let listen = http
+        .listen
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443)));
+    let tunnel_listen = http
+        .tunnel_listen
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 2222)));
+    let clients = TcpListener::bind(listen).await.map_err(io("http.listen"))?;
+    let tunnels = TcpListener::bind(tunnel_listen)
+        .await
+        .map_err(io("http.tunnel_listen"))?;
+    ready["https"] = json!(clients.local_addr().map_err(io("http.listen"))?.to_string());
+    ready["http_tunnel"] = json!(tunnels
+        .local_addr()
+        .map_err(io("http.tunnel_listen"))?
+        .to_string());
+    let client_tls = TlsAcceptor::from(tls::client_facing_server(identity)?);
+    let tunnel_tls = TlsAcceptor::from(tls::traversal_server(
+        identity,
+        tls::roots(&cfg.tls.ca)?,
+        &edge.tls_verify_subject_name,
+        counters,
+    )?);
+    let tunnel: Tunnel = Arc::new(Mutex::new(None));
+    tokio::spawn(accept_tunnels(
+        tunnels,
+        tunnel_tls,
+        tunnel.clone(),
+        edge.tls_handshake_timeout,
+    ));
+    tokio::spawn(accept_clients(
+        clients,
+        client_tls,
+        tunnel,
+        http.max_header_bytes,
+        edge.tls_handshake_timeout,
+    ));
+    Ok(())
+}
+
+fn current(tunnel: &Tunnel) -> Option<(u64, SendRequest<Incoming>)> {
+    tunnel.lock().map(|t| t.clone()).unwrap_or(None)
+}
+
+async fn accept_tunnels(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    tunnel: Tunnel,
+    handshake_timeout: Duration,
+) {
+    let mut generation = 0u64;
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        generation += 1;
+        let (acceptor, tunnel, id) = (acceptor.clone(), tunnel.clone(), generation);
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    eprintln!("edgeway-control: HTTP tunnel handshake from {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(20))
+                .handshake::<_, Incoming>(TokioIo::new(stream))
+                .await;
+            let (sender, connection) = match handshake {
+                Ok(pair) => pair,
+                Err(e) => {
+                    eprintln!("edgeway-control: HTTP tunnel from {peer}: HTTP/2 failed: {e}");
+                    return;
+                }
+            };
+            if let Ok(mut t) = tunnel.lock() {
+                *t = Some((id, sender));
+            }
+            eprintln!("edgeway-control: HTTP tunnel up ({peer})");
+            let _ = connection.await;
+            if let Ok(mut t) = tunnel.lock() {
+                if t.as_ref().is_some_and(|(g, _)| *g == id) {
+                    *t = None;
+                }
+            }
+            eprintln!("edgeway-control: HTTP tunnel from {peer} closed");
+        });
+    }
+}
+
+async fn accept_clients(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    tunnel: Tunnel,
+    max_header_bytes: usize,
+    handshake_timeout: Duration,
+) {
+    loop {
+        let Ok((tcp, peer)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let (acceptor, tunnel) = (acceptor.clone(), tunnel.clone());
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service =
+                hyper::service::service_fn(move |request| forward(tunnel.clone(), peer, request));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                // A slow client (slowloris) loses its connection instead of holding a task.
+                .header_read_timeout(handshake_timeout)
+                .max_buf_size(max_header_bytes.max(8192))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// Sends one client request over the tunnel and hands back the core's answer as it streams.
+async fn forward(
+    tunnel: Tunnel,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let outcome = async {
+        let (_, mut sender) = current(&tunnel).ok_or(HttpError::NoTunnel)?;
+        let (mut parts, body) = request.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        // HTTP/2 needs a scheme and authority; the core reads only the path.
+        parts.uri = format!("https://edge{path}")
+            .parse()
+            .map_err(|_| HttpError::NoTunnel)?;
+        parts.version = hyper::Version::HTTP_2;
+        strip_hop_by_hop(&mut parts.headers);
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&peer.ip().to_string()) {
+            parts.headers.insert("x-forwarded-for", v);
+        }
+        sender.ready().await.map_err(HttpError::Tunnel)?;
+        let response = sender
+            .send_request(Request::from_parts(parts, body))
+            .await
+            .map_err(HttpError::Tunnel)?;
+        let (mut parts, body) = response.into_parts();
+        parts.version = hyper::Version::HTTP_11;
+        Ok::<_, HttpError>(Response::from_parts(parts, body.boxed()))
+    };
+    Ok(match outcome.await {
+        Ok(response) => response,
+        Err(HttpError::NoTunnel) => text(StatusCode::BAD_GATEWAY, "no HTTP tunnel to the core"),
+        Err(e) => {
+            eprintln!("edgeway-control: HTTP request from {peer}: {e}");
+            text(StatusCode::BAD_GATEWAY, &e.to_string())
+        }
+    })
+}
