@@ -126,6 +126,14 @@ fn start_ucm(dir: &Path) -> UcmHttp {
 
 impl Rig {
     fn start() -> Rig {
+        let rig = Rig::start_verifying("core.example.com");
+        rig.wait_tunnel();
+        rig
+    }
+
+    /// A rig whose edge demands `subject` of the core's certificate ("TLS verify subject
+    /// name"); the tunnel may not be up yet.
+    fn start_verifying(subject: &str) -> Rig {
         let dir = Dir::new();
         let pki = TestPki::new(&dir.0).expect("pki");
         pki.issue(
@@ -141,7 +149,7 @@ impl Rig {
         let ucm = start_ucm(&dir.0);
         let edge = Node::start(&edge_config(
             &dir.0,
-            "core.example.com",
+            subject,
             "[http]\nlisten = \"127.0.0.1:0\"\ntunnel_listen = \"127.0.0.1:0\"\nmax_header_bytes = 8192\n",
         ));
         let opts = ClusterOptions {
@@ -156,16 +164,14 @@ impl Rig {
         let core_config = core_config(&dir.0, edge.addr("traversal"), ucm.sip_tcp, "tcp", &opts);
         let core = Node::start(&core_config);
         let https = edge.addr("https");
-        let rig = Rig {
+        Rig {
             dir,
             ucm,
             edge,
             core,
             core_config,
             https,
-        };
-        rig.wait_tunnel();
-        rig
+        }
     }
 
     /// Waits until get_edge_config answers 200 (the tunnel is up).
@@ -427,4 +433,21 @@ fn the_tunnel_survives_a_core_restart() {
     rig.core = Node::start(&rig.core_config);
     rig.wait_tunnel();
     assert_eq!(rig.curl(&path, &[]).0, 200);
+}
+
+#[test]
+fn the_tunnel_demands_the_traversal_subject_name() {
+    if !curl_present() {
+        return;
+    }
+    let rig = Rig::start_verifying("other-core.example.com");
+    assert!(
+        rig.edge.log.wait_for(Duration::from_secs(10), |t| t
+            .contains("HTTP tunnel handshake from")
+            && t.contains("TLS verify subject name \"other-core.example.com\"")),
+        "{}",
+        rig.edge.log.text()
+    );
+    let (status, body) = rig.curl(&format!("/{}/get_edge_config/", b64("example.com")), &[]);
+    assert_eq!(status, 502, "no tunnel, no answer: {body}");
 }

@@ -266,7 +266,6 @@ async fn proxy(
     request: Request<Incoming>,
     target: edgeway_allowlist::NormalizedUrl,
 ) -> Response<Body> {
-    let url = target.to_string();
     match send_upstream(core, request, &target).await {
         Ok(response) => response,
         Err(e) => {
@@ -274,7 +273,6 @@ async fn proxy(
                 .upstream_failed
                 .fetch_add(1, Ordering::Relaxed);
             eprintln!("edgeway-control: {e}");
-            let _ = url;
             text(StatusCode::BAD_GATEWAY, &e.to_string())
         }
     }
