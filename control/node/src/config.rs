@@ -77,49 +77,42 @@ struct RawConfig {
     tls: Option<RawTls>,
     edge: Option<RawEdge>,
     core: Option<RawCore>,
-    http: Option<RawHttp>,
+    media: Option<RawMedia>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawHttp {
-    listen: Option<String>,
-    tunnel_listen: Option<String>,
-    max_header_bytes: Option<usize>,
-    tunnel_address: Option<String>,
-    edge_sip_port: Option<u16>,
-    edge_http_port: Option<u16>,
-    uds_port: Option<u16>,
-    tftp_port: Option<u16>,
-    allowlist_store: Option<PathBuf>,
-    #[serde(default)]
-    nodes: Vec<edgeway_allowlist::Node>,
+struct RawMedia {
+    table_dir: Option<PathBuf>,
+    node: Option<String>,
+    address: Option<String>,
+    inside_address: Option<String>,
+    demux_ports: Option<Vec<u16>>,
+    workers: Option<u32>,
+    idle_timeout_ms: Option<u32>,
+    inside_security: Option<String>,
 }
 
-/// The `[http]` section: HTTPS through the edge ([`crate::http`]). Edge fields and core
-/// fields share the section; each role reads its own.
+/// Calls' media on this node (`[media]`; absent: calls are proxied with their SDP untouched
+/// and no flow is programmed).
 #[derive(Debug, Clone)]
-pub struct HttpConfig {
-    /// Edge: client HTTPS listener (8443).
-    pub listen: Option<SocketAddr>,
-    /// Edge: the HTTP tunnel listener the core dials with mutual TLS (2222).
-    pub tunnel_listen: Option<SocketAddr>,
-    /// Edge: largest request head (line and headers) a client may send (default 16 KiB).
-    pub max_header_bytes: usize,
-    /// Core: the edge's tunnel listener to dial.
-    pub tunnel_address: Option<SocketAddr>,
-    /// Core: SIP TLS port of the edge, as get_edge_config advertises it (default 5061).
-    pub edge_sip_port: u16,
-    /// Core: HTTPS port of the edge, as get_edge_config advertises it (default 8443).
-    pub edge_http_port: u16,
-    /// Core: UDS (HTTPS) port of the Unified CM nodes (default 8443).
-    pub uds_port: u16,
-    /// Core: TFTP configuration file (HTTP) port of the Unified CM nodes (default 6970).
-    pub tftp_port: u16,
-    /// Core: the rules store `edgewayctl allowlist upload` writes (absent: automatic rules only).
-    pub allowlist_store: Option<PathBuf>,
-    /// Core: further nodes (IM and Presence, Unity Connection) for automatic rules.
-    pub nodes: Vec<edgeway_allowlist::Node>,
+pub struct MediaConfig {
+    /// The node's flow table directory (`table_dir`, or `/dev/shm/edgeway/<node>`), created
+    /// by its `edgeway-dataplane` (which owns the port range).
+    pub table_dir: PathBuf,
+    /// Edge: the public address clients send media to. Core: the address the edge sends to.
+    pub address: std::net::Ipv4Addr,
+    /// Edge: the address of the demux ports the core sends to. Core: the address phones
+    /// send to.
+    pub inside_address: std::net::Ipv4Addr,
+    /// Edge: the demux pairs' RTP ports, as given to the data plane's `--demux`.
+    pub demux_ports: Vec<u16>,
+    /// The data plane's `--workers`.
+    pub workers: u32,
+    /// Entries idle this long are removed by the data plane (0, the default: never).
+    pub idle_timeout_ms: u32,
+    /// Core: whether phones get SRTP (`secure`, default) or RTP (`non-secure`).
+    pub inside_secure: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,8 +278,8 @@ pub struct Config {
     pub edge: Option<EdgeConfig>,
     /// Present when `role = "core"`.
     pub core: Option<CoreConfig>,
-    /// Present when the file has an `[http]` section.
-    pub http: Option<HttpConfig>,
+    /// Present when `[media]` is.
+    pub media: Option<MediaConfig>,
 }
 
 fn required<T>(value: Option<T>, name: &str) -> Result<T, ConfigError> {
@@ -410,36 +403,67 @@ impl Config {
             tls,
             edge,
             core,
-            http: raw.http.map(|h| http_config(h, base)).transpose()?,
+            media: raw.media.map(media_config).transpose()?,
         })
     }
 }
 
-fn optional_socket(value: Option<String>, name: &str) -> Result<Option<SocketAddr>, ConfigError> {
-    value.map(|v| socket(Some(v), name)).transpose()
+fn ipv4(value: Option<String>, name: &str) -> Result<std::net::Ipv4Addr, ConfigError> {
+    let text = required(value, name)?;
+    text.parse()
+        .map_err(|_| field(name, format!("{text:?} is not an IPv4 address")))
 }
 
-fn http_config(raw: RawHttp, base: &Path) -> Result<HttpConfig, ConfigError> {
-    let max_header_bytes = raw.max_header_bytes.unwrap_or(16 * 1024);
-    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+fn media_config(raw: RawMedia) -> Result<MediaConfig, ConfigError> {
+    let table_dir = match (raw.table_dir, raw.node) {
+        (Some(dir), None) => dir,
+        (None, Some(node)) => {
+            Path::new("/dev/shm/edgeway").join(host_name(Some(node), "media.node")?)
+        }
+        _ => {
+            return Err(field(
+                "media.table_dir",
+                "give exactly one of table_dir or node",
+            ))
+        }
+    };
+    let address = ipv4(raw.address, "media.address")?;
+    let inside_address = match raw.inside_address {
+        Some(a) => ipv4(Some(a), "media.inside_address")?,
+        None => address,
+    };
+    let demux_ports = raw.demux_ports.unwrap_or_else(|| vec![2776]);
+    if demux_ports.is_empty() || demux_ports.iter().any(|p| p % 2 != 0 || *p == 0) {
         return Err(field(
-            "http.max_header_bytes",
-            format!("{max_header_bytes} is outside 1024..=1048576 bytes"),
+            "media.demux_ports",
+            "one or more even, non-zero RTP ports",
         ));
     }
-    Ok(HttpConfig {
-        listen: optional_socket(raw.listen, "http.listen")?,
-        tunnel_listen: optional_socket(raw.tunnel_listen, "http.tunnel_listen")?,
-        max_header_bytes,
-        tunnel_address: optional_socket(raw.tunnel_address, "http.tunnel_address")?,
-        edge_sip_port: raw.edge_sip_port.unwrap_or(5061),
-        edge_http_port: raw.edge_http_port.unwrap_or(8443),
-        uds_port: raw.uds_port.unwrap_or(8443),
-        tftp_port: raw.tftp_port.unwrap_or(6970),
-        allowlist_store: raw
-            .allowlist_store
-            .map(|p| if p.is_relative() { base.join(p) } else { p }),
-        nodes: raw.nodes,
+    let workers = raw.workers.unwrap_or(1);
+    if !(1..=64).contains(&workers) {
+        return Err(field(
+            "media.workers",
+            format!("{workers} is outside 1..=64"),
+        ));
+    }
+    let inside_secure = match raw.inside_security.as_deref() {
+        None | Some("secure") => true,
+        Some("non-secure") => false,
+        Some(other) => {
+            return Err(field(
+                "media.inside_security",
+                format!("{other:?}: expected \"secure\" or \"non-secure\""),
+            ))
+        }
+    };
+    Ok(MediaConfig {
+        table_dir,
+        address,
+        inside_address,
+        demux_ports,
+        workers,
+        idle_timeout_ms: raw.idle_timeout_ms.unwrap_or(0),
+        inside_secure,
     })
 }
 

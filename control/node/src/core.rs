@@ -16,6 +16,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use edgeway_b2bua::Leg;
 use edgeway_sip::{
     ContactList, HeaderName, Host, Message, Method, NameAddr, Request, Response, SipUri, Uri, Via,
 };
@@ -23,6 +24,7 @@ use serde::Serialize;
 
 use crate::config::{DomainConfig, UcmNode, UcmTransport};
 use crate::counters::Counters;
+use crate::media::CallMedia;
 use crate::sip_util::{
     bad_request, check_request, derived_branch, hop, local_response, pop_own_via, reason_phrase,
     refuse,
@@ -157,6 +159,8 @@ pub struct CoreProxy {
     pending: HashMap<String, PendingRegister>,
     next_id: u64,
     counters: Arc<Counters>,
+    /// Calls' media (SRTP re-keying flows), when `[media]` is configured.
+    media: Option<CallMedia>,
 }
 
 /// Settings [`CoreProxy::new`] takes (the IO layer knows the bound port).
@@ -203,7 +207,18 @@ impl CoreProxy {
             pending: HashMap::new(),
             next_id: settings.binding_id_base,
             counters,
+            media: None,
         }
+    }
+
+    /// Plans every call's media through `media` from now on.
+    pub fn set_media(&mut self, media: CallMedia) {
+        self.media = Some(media);
+    }
+
+    /// The calls' media, when configured.
+    pub fn media(&self) -> Option<&CallMedia> {
+        self.media.as_ref()
     }
 
     /// The traversal zone came up or went down.
@@ -352,7 +367,12 @@ impl CoreProxy {
                 let conn = pop_own_via(&mut resp, &self.host)
                     .and_then(|v| v.params.get("ewc").and_then(|c| c.parse::<ConnId>().ok()));
                 match conn {
-                    Some(conn) => out.push(CoreOutput::ToUcm(conn, resp.to_bytes())),
+                    Some(conn) => {
+                        if let Some(media) = &mut self.media {
+                            media.response(Leg::Outside, &mut resp);
+                        }
+                        out.push(CoreOutput::ToUcm(conn, resp.to_bytes()))
+                    }
                     None => {
                         self.counters
                             .stray_responses
@@ -391,6 +411,11 @@ impl CoreProxy {
         }
         if let Err(bytes) = hop(&mut req) {
             return reply(out, bytes);
+        }
+        if let Some(media) = &mut self.media {
+            if let Err(bytes) = media.request(Leg::Outside, &mut req, None) {
+                return reply(out, bytes);
+            }
         }
         let Some((node, conn)) = self.route_node() else {
             return reply(
@@ -599,6 +624,9 @@ impl CoreProxy {
                 }
             }
         }
+        if let Some(media) = &mut self.media {
+            media.response(Leg::Inside, &mut resp);
+        }
         if self.traversal_up {
             out.push(CoreOutput::ToEdge(resp.to_bytes()));
         }
@@ -714,6 +742,11 @@ impl CoreProxy {
         }
         if let Err(bytes) = hop(&mut req) {
             return reply(out, bytes);
+        }
+        if let Some(media) = &mut self.media {
+            if let Err(bytes) = media.request(Leg::Inside, &mut req, None) {
+                return reply(out, bytes);
+            }
         }
         let top_route_is_own = req
             .headers

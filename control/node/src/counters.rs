@@ -84,4 +84,12 @@ counters! {
     traversal_tls_failed,
     /// Traversal keep-alive pings sent (core) or answered (edge).
     traversal_pings,
+    /// Calls whose media this node planned (INVITEs that opened a call).
+    calls_started,
+    /// Calls whose media was torn down (BYE, CANCEL, failure, refusal).
+    calls_ended,
+    /// SDP bodies refused by the media planner (its status and Warning sent back).
+    media_refused,
+    /// Flow-table writes that failed (the call was torn down).
+    media_table_errors,
 }

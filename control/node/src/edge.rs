@@ -7,13 +7,16 @@
 //! Record-Route of dialog-forming requests) as the user part `ewf<flow>`, RFC 5626 style,
 //! so a request from inside names the connection to use. A flow that is gone answers 430.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use edgeway_b2bua::Leg;
 use edgeway_sip::{HeaderName, Host, Message, Method, Request, Response, Uri, Via};
 
 use crate::counters::Counters;
+use crate::media::CallMedia;
 use crate::sip_util::{bad_request, check_request, derived_branch, hop, pop_own_via, refuse};
 
 /// A client connection's number.
@@ -39,6 +42,10 @@ pub struct EdgeProxy {
     maintenance: bool,
     retry_after_s: u32,
     counters: Arc<Counters>,
+    /// Calls' media (SDP rewrite and relay flows), when `[media]` is configured.
+    media: Option<CallMedia>,
+    /// Each client flow's signalling address: the only one its media may latch from.
+    flow_addresses: HashMap<FlowId, Ipv4Addr>,
 }
 
 const FLOW_USER_PREFIX: &str = "ewf";
@@ -55,6 +62,25 @@ impl EdgeProxy {
             maintenance: false,
             retry_after_s: 60,
             counters,
+            media: None,
+            flow_addresses: HashMap::new(),
+        }
+    }
+
+    /// Plans every call's media through `media` from now on.
+    pub fn set_media(&mut self, media: CallMedia) {
+        self.media = Some(media);
+    }
+
+    /// The calls' media, when configured.
+    pub fn media(&self) -> Option<&CallMedia> {
+        self.media.as_ref()
+    }
+
+    /// The address client flow `flow` connected from.
+    pub fn flow_address(&mut self, flow: FlowId, address: IpAddr) {
+        if let IpAddr::V4(v4) = address {
+            self.flow_addresses.insert(flow, v4);
         }
     }
 
@@ -67,6 +93,7 @@ impl EdgeProxy {
     pub fn flow_closed(&mut self, flow: FlowId) {
         self.flows.remove(&flow);
         self.registered.remove(&flow);
+        self.flow_addresses.remove(&flow);
     }
 
     /// Open client flows.
@@ -156,6 +183,12 @@ impl EdgeProxy {
         if let Err(bytes) = hop(&mut req) {
             return reply(out, bytes);
         }
+        if let Some(media) = &mut self.media {
+            let client_ip = self.flow_addresses.get(&flow).copied();
+            if let Err(bytes) = media.request(Leg::Outside, &mut req, client_ip) {
+                return reply(out, bytes);
+            }
+        }
         let incoming = via.branch().unwrap_or("");
         let branch = derived_branch(&["edge", &flow.to_string(), incoming]);
         let mut own = Via::new(
@@ -189,6 +222,9 @@ impl EdgeProxy {
                 .stray_responses
                 .fetch_add(1, Ordering::Relaxed);
             return;
+        }
+        if let Some(media) = &mut self.media {
+            media.response(Leg::Outside, &mut resp);
         }
         if self.traversal_up {
             out.push(EdgeOutput::ToCore(resp.to_bytes()));
@@ -231,6 +267,9 @@ impl EdgeProxy {
             self.counters
                 .challenges_relayed
                 .fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(media) = &mut self.media {
+            media.response(Leg::Inside, &mut resp);
         }
         out.push(EdgeOutput::ToClient(flow, resp.to_bytes()));
     }
@@ -284,6 +323,11 @@ impl EdgeProxy {
         }
         if let Err(bytes) = hop(&mut req) {
             return reply(out, bytes);
+        }
+        if let Some(media) = &mut self.media {
+            if let Err(bytes) = media.request(Leg::Inside, &mut req, None) {
+                return reply(out, bytes);
+            }
         }
         let branch = derived_branch(&["edge-in", via.branch().unwrap_or("")]);
         let own = Via::new(

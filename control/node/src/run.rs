@@ -39,6 +39,9 @@ pub enum NodeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// `[media]` is configured but the node's flow table could not be opened.
+    #[error("media: {0}")]
+    Media(String),
 }
 
 fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> NodeError {
@@ -381,6 +384,7 @@ impl AdminTarget for Edge {
             "maintenance": s.proxy.maintenance(),
             "client_flows": s.proxy.flow_count(),
             "registered_flows": s.proxy.registered_flows(),
+            "media": s.proxy.media().map(|m| m.status_json()),
             "counters": self.counters.to_json(),
         })
     }
@@ -391,6 +395,16 @@ impl AdminTarget for Edge {
     fn set_maintenance(&self, on: bool) {
         lock(&self.state).proxy.set_maintenance(on);
     }
+}
+
+/// The node's calls' media from its `[media]` section.
+fn media_for(
+    cfg: &Config,
+    media: &crate::config::MediaConfig,
+    counters: &Arc<Counters>,
+) -> Result<crate::media::CallMedia, NodeError> {
+    crate::media::CallMedia::from_config(media, cfg.role, &cfg.node_name, counters.clone())
+        .map_err(|e| NodeError::Media(e.to_string()))
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, NodeError> {
@@ -428,6 +442,9 @@ async fn start_edge(
                 let mut proxy =
                     EdgeProxy::new(&edge_cfg.sip_host, sip_addr.port(), counters.clone());
                 proxy.set_retry_after(edge_cfg.retry_after_s);
+                if let Some(media) = &cfg.media {
+                    proxy.set_media(media_for(cfg, media, &counters)?);
+                }
                 proxy
             },
             flows: HashMap::new(),
@@ -441,10 +458,6 @@ async fn start_edge(
     });
     tokio::spawn(accept_clients(edge.clone(), sip, client_tls));
     tokio::spawn(accept_traversal(edge.clone(), traversal, traversal_tls));
-    if let Some(http) = &cfg.http {
-        crate::http::edge::start(cfg, edge_cfg, http, identity, edge.counters.clone(), ready)
-            .await?;
-    }
     Ok(edge)
 }
 
@@ -489,6 +502,7 @@ async fn client_connection(
 
 async fn serve_client(edge: &Arc<Edge>, tcp: TcpStream, acceptor: TlsAcceptor) {
     let counters = &edge.counters;
+    let peer = tcp.peer_addr().ok();
     let stream =
         match tokio::time::timeout(edge.cfg.tls_handshake_timeout, acceptor.accept(tcp)).await {
             Err(_) => {
@@ -509,6 +523,9 @@ async fn serve_client(edge: &Arc<Edge>, tcp: TcpStream, acceptor: TlsAcceptor) {
         let mut s = lock(&edge.state);
         s.flows.insert(flow, tx.clone());
         s.proxy.flow_opened(flow);
+        if let Some(peer) = peer {
+            s.proxy.flow_address(flow, peer.ip());
+        }
     }
     let end = read_frames(
         reader,
@@ -702,6 +719,7 @@ impl AdminTarget for Core {
             "ucm_nodes": nodes,
             "zones": zones,
             "search_rules": rules,
+            "media": s.proxy.media().map(|m| m.status_json()),
             "counters": self.counters.to_json(),
         })
     }
@@ -748,9 +766,13 @@ async fn start_core(
         // Random high half, so a restarted core never reissues a number Unified CM holds.
         binding_id_base: (u64::from(rand::random::<u32>()) << 32) | 1,
     };
+    let mut proxy = CoreProxy::new(settings, counters.clone());
+    if let Some(media) = &cfg.media {
+        proxy.set_media(media_for(cfg, media, &counters)?);
+    }
     let core = Arc::new(Core {
         state: Mutex::new(CoreState {
-            proxy: CoreProxy::new(settings, counters.clone()),
+            proxy,
             edge: None,
             ucm: HashMap::new(),
         }),
@@ -760,9 +782,6 @@ async fn start_core(
         next_id: AtomicU64::new(1),
     });
     tokio::spawn(dial_edge(core.clone(), traversal_tls));
-    if let Some(http) = &cfg.http {
-        crate::http::core::start(cfg, core_cfg, http, identity)?;
-    }
     for index in 0..core_cfg.ucm.len() {
         tokio::spawn(dial_ucm(core.clone(), index, ucm_tls.clone()));
     }

@@ -81,31 +81,42 @@ fn wait_ready(process: &mut PeerProcess, ready: &Path, what: &str) -> Value {
 pub fn control_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            // A test runs as target/<profile>/deps/<name>-<hash>.
-            let exe = std::env::current_exe().expect("test binary path");
-            let profile_dir = exe
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/<profile>");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut build = Command::new(cargo);
-            build.args([
-                "build",
-                "-q",
-                "-p",
-                "edgeway-control",
-                "--bin",
-                "edgeway-control",
-            ]);
-            if profile_dir.file_name() == Some("release".as_ref()) {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build for edgeway-control");
-            assert!(status.success(), "building edgeway-control failed");
-            profile_dir.join("edgeway-control")
-        })
+        .get_or_init(|| workspace_binary("edgeway-control", "edgeway-control"))
         .clone()
+}
+
+/// The `edgeway-dataplane` binary of this test's target directory and profile, built once
+/// per test process like [`control_binary`].
+///
+/// # Panics
+/// When the build fails.
+pub fn dataplane_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_binary("edgeway-dataplane", "edgeway-dataplane"))
+        .clone()
+}
+
+/// Builds `bin` of `package` (`cargo build -p`, `--release` for a release test) into this
+/// test's target directory and returns its path.
+fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    // A test runs as target/<profile>/deps/<name>-<hash>.
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-q", "-p", package, "--bin", bin]);
+    if profile_dir.file_name() == Some("release".as_ref()) {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build for {package}: {e}"));
+    assert!(status.success(), "building {package} failed");
+    profile_dir.join(bin)
 }
 
 /// A running edgeway-control process (killed on drop).

@@ -1,0 +1,387 @@
+//! Calls' media on this node: every SDP body of a call crossing the node goes through the
+//! b2bua planner (`EdgeCall` on the edge, `CoreCall` on the core), and each resulting
+//! `FlowUpdate` is applied to the node's flow table at once, opened through
+//! `edgeway_xdp::open_table` so a change reaches the XDP map in the same call.
+//!
+//! Driven by the proxies: [`CallMedia::request`] for a request crossing from one leg
+//! (its body rewritten in place, or a refusal to send back to its sender) and
+//! [`CallMedia::response`] for a response. Calls are keyed by Call-ID: both roles are
+//! still proxies for signalling, so a call's Call-ID is the same on both of its sides.
+//! Offer or answer is decided per call: a body from the leg the pending offer did not come
+//! from is its answer; any other body is a new offer. What happens per method:
+//!
+//! - INVITE, UPDATE (and PRACK or ACK carrying a body): offer or answer as above; an INVITE
+//!   without a body opens the call so the offer in its 2xx is planned.
+//! - a 1xx/2xx with a body to INVITE/UPDATE/PRACK: offer or answer; a repeat of the body
+//!   last planned from that leg (the 2xx after a 183 with the same SDP, a retransmission)
+//!   gets the same rewritten body again.
+//! - a final failure to INVITE: a call not yet answered is torn down; a refused re-INVITE or
+//!   UPDATE rolls back to the media before it (`offer_failed`).
+//! - BYE or CANCEL: the call is torn down when the request crosses.
+//! - a bad body in a request: the planner's status and `Warning` go back to its sender and
+//!   the call is left as before (a new call is forgotten). In a response: the call is torn
+//!   down and the response becomes the planner's status with its `Warning` (the callee's
+//!   dialog is then left without an ACK: known limit).
+//!
+//! Time is the table's Unix milliseconds (`edgeway_flowtable::unix_ms`); keys come from the
+//! OS CSPRNG.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use edgeway_b2bua::{
+    CoreCall, CoreConfig, EdgeCall, EdgeConfig, FlowUpdate, InsideSecurity, Leg, PlanError, Planned,
+};
+use edgeway_flowtable::{unix_ms, FlowTable};
+use edgeway_sip::{HeaderName, Method, Request, Response};
+
+use crate::counters::Counters;
+use crate::sip_util::local_response;
+
+/// What the node's media needs at start.
+#[derive(Debug, Clone)]
+pub enum MediaRole {
+    /// An edge relaying between clients and the core.
+    Edge(EdgeConfig),
+    /// A core re-keying between the edge and the phones; `InsideSecurity` is the phones'
+    /// profile when nothing else says (the configured default).
+    Core(CoreConfig, InsideSecurity),
+}
+
+/// Why the node's media could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    /// The flow table (or its XDP maps) could not be opened: is the data plane running?
+    #[error("flow table {dir}: {message} (start edgeway-dataplane for this node first)")]
+    Table {
+        /// The table directory.
+        dir: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+enum Plan {
+    Edge(EdgeCall),
+    Core(CoreCall),
+}
+
+struct Call {
+    plan: Plan,
+    /// The leg the offer awaiting its answer came from.
+    pending: Option<Leg>,
+    /// Whether an INVITE of the call got its 2xx.
+    established: bool,
+    /// The last body planned from each leg and what it became.
+    last: HashMap<Leg, (Vec<u8>, Vec<u8>)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Offer,
+    Answer,
+}
+
+/// The calls of one node and its flow table.
+pub struct CallMedia {
+    table: FlowTable,
+    role: MediaRole,
+    calls: HashMap<String, Call>,
+    next_call: u64,
+    counters: Arc<Counters>,
+    agent: String,
+}
+
+impl std::fmt::Debug for CallMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallMedia")
+            .field("calls", &self.calls.len())
+            .field("next_call", &self.next_call)
+            .finish()
+    }
+}
+
+fn other(leg: Leg) -> Leg {
+    match leg {
+        Leg::Outside => Leg::Inside,
+        Leg::Inside => Leg::Outside,
+    }
+}
+
+impl CallMedia {
+    /// Opens the table in `table_dir` (created by the node's data plane) for `role`;
+    /// `agent` names this node in `Warning` headers.
+    pub fn open(
+        table_dir: &Path,
+        role: MediaRole,
+        agent: &str,
+        counters: Arc<Counters>,
+    ) -> Result<CallMedia, MediaError> {
+        let (table, _) =
+            edgeway_xdp::open_table(table_dir, None).map_err(|e| MediaError::Table {
+                dir: table_dir.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(CallMedia {
+            table,
+            role,
+            calls: HashMap::new(),
+            // Call numbers start from a random base so a restarted node never reuses the flow
+            // ids of entries its previous run may have left (below 2^40: flow ids need 8 bits).
+            next_call: rand::random::<u64>() >> 24,
+            counters,
+            agent: agent.to_owned(),
+        })
+    }
+
+    /// Calls with media state.
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Entries in the node's table (every call's, and any written by hand).
+    pub fn flow_count(&self) -> usize {
+        self.table.iter().count()
+    }
+
+    fn new_call(&mut self, client_ip: Option<Ipv4Addr>) -> Call {
+        self.next_call += 1;
+        let n = self.next_call;
+        let plan = match &self.role {
+            MediaRole::Edge(cfg) => Plan::Edge(EdgeCall::new(
+                cfg,
+                n,
+                client_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            )),
+            MediaRole::Core(cfg, inside) => Plan::Core(CoreCall::new(cfg, n, *inside)),
+        };
+        Call {
+            plan,
+            pending: None,
+            established: false,
+            last: HashMap::new(),
+        }
+    }
+
+    /// Applies `update`; a table refusal tears the call down (nothing of it stays).
+    fn apply(&mut self, call_id: &str, update: &FlowUpdate) -> Result<(), String> {
+        match update.apply(&self.table) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.counters
+                    .media_table_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                self.end(call_id);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Tears down a call's media (BYE, CANCEL, failure): every entry removed.
+    pub fn end(&mut self, call_id: &str) {
+        let Some(mut call) = self.calls.remove(call_id) else {
+            return;
+        };
+        let now = unix_ms();
+        let mut pool = self.table.ports();
+        let update = match &mut call.plan {
+            Plan::Edge(c) => c.teardown(now, &mut pool),
+            Plan::Core(c) => c.teardown(now, &mut pool),
+        };
+        if update.apply(&self.table).is_err() {
+            self.counters
+                .media_table_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.counters.calls_ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn plan(&mut self, call_id: &str, from: Leg, body: &[u8]) -> Result<Vec<u8>, PlanError> {
+        let Some(call) = self.calls.get_mut(call_id) else {
+            return Ok(body.to_vec());
+        };
+        if let Some((input, output)) = call.last.get(&from) {
+            if input == body && call.pending != Some(other(from)) {
+                return Ok(output.clone());
+            }
+        }
+        let kind = if call.pending == Some(other(from)) {
+            Kind::Answer
+        } else {
+            Kind::Offer
+        };
+        let now = unix_ms();
+        let mut pool = self.table.ports();
+        let mut rng = rand::rngs::OsRng;
+        let planned: Result<Planned, PlanError> = match (&mut call.plan, kind) {
+            (Plan::Edge(c), Kind::Offer) => c.offer(from, now, body, &mut pool),
+            (Plan::Edge(c), Kind::Answer) => c.answer(from, now, body, &mut pool),
+            (Plan::Core(c), Kind::Offer) => c.offer(from, now, body, &mut pool, &mut rng),
+            (Plan::Core(c), Kind::Answer) => c.answer(from, now, body, &mut pool, &mut rng),
+        };
+        let planned = planned?;
+        call.pending = match kind {
+            Kind::Offer => Some(from),
+            Kind::Answer => None,
+        };
+        call.last.insert(from, (body.to_vec(), planned.sdp.clone()));
+        self.apply(call_id, &planned.flows)
+            .map_err(|e| PlanError::Ports(format!("flow table refused the call: {e}")))?;
+        Ok(planned.sdp)
+    }
+
+    fn refusal(&self, e: &PlanError) -> (u16, String) {
+        self.counters.media_refused.fetch_add(1, Ordering::Relaxed);
+        (e.status(), e.warning(&self.agent))
+    }
+
+    /// A request crossing the node from `from` (`client_ip`: the client's signalling
+    /// address, on the edge's outside leg). Its SDP body is rewritten in place; `Err` holds
+    /// the response to send back to its sender instead of forwarding it.
+    pub fn request(
+        &mut self,
+        from: Leg,
+        req: &mut Request,
+        client_ip: Option<Ipv4Addr>,
+    ) -> Result<(), Vec<u8>> {
+        let Ok(call_id) = req.headers.call_id().map(str::to_owned) else {
+            return Ok(());
+        };
+        match req.method {
+            Method::Bye | Method::Cancel => {
+                self.end(&call_id);
+                return Ok(());
+            }
+            Method::Invite if !self.calls.contains_key(&call_id) => {
+                let call = self.new_call(client_ip);
+                self.calls.insert(call_id.clone(), call);
+                self.counters.calls_started.fetch_add(1, Ordering::Relaxed);
+            }
+            Method::Invite | Method::Update | Method::Prack | Method::Ack => {}
+            _ => return Ok(()),
+        }
+        if req.body.is_empty() {
+            return Ok(());
+        }
+        let fresh = !self
+            .calls
+            .get(&call_id)
+            .is_some_and(|c| c.established || !c.last.is_empty());
+        match self.plan(&call_id, from, &req.body.clone()) {
+            Ok(sdp) => {
+                // The rewritten body is SDP this node made; a refusal cannot happen.
+                let _ = req.set_body(None, sdp);
+                Ok(())
+            }
+            Err(e) => {
+                let (status, warning) = self.refusal(&e);
+                if fresh || req.method == Method::Ack {
+                    self.end(&call_id);
+                }
+                let reason = match status {
+                    488 => "Not Acceptable Here",
+                    503 => "Service Unavailable",
+                    _ => "Media refused",
+                };
+                Err(local_response(
+                    req,
+                    status,
+                    reason,
+                    &[(HeaderName::Warning, warning)],
+                ))
+            }
+        }
+    }
+
+    /// A response crossing the node from `from` (the leg of the party that answered).
+    pub fn response(&mut self, from: Leg, resp: &mut Response) {
+        let Ok(call_id) = resp.headers.call_id().map(str::to_owned) else {
+            return;
+        };
+        let Ok(cseq) = resp.headers.cseq() else {
+            return;
+        };
+        if !matches!(cseq.method, Method::Invite | Method::Update | Method::Prack) {
+            return;
+        }
+        let Some(call) = self.calls.get_mut(&call_id) else {
+            return;
+        };
+        if resp.status >= 300 {
+            if cseq.method == Method::Invite && !call.established {
+                self.end(&call_id);
+            } else if call.pending.is_some() {
+                let now = unix_ms();
+                let mut pool = self.table.ports();
+                let update = match &mut call.plan {
+                    Plan::Edge(c) => c.offer_failed(now, &mut pool),
+                    Plan::Core(c) => c.offer_failed(now, &mut pool),
+                };
+                call.pending = None;
+                let _ = self.apply(&call_id, &update);
+            }
+            return;
+        }
+        if resp.status >= 200 && cseq.method == Method::Invite {
+            call.established = true;
+        }
+        if resp.body.is_empty() {
+            return;
+        }
+        match self.plan(&call_id, from, &resp.body.clone()) {
+            Ok(sdp) => {
+                let _ = resp.set_body(None, sdp);
+            }
+            Err(e) => {
+                let (status, warning) = self.refusal(&e);
+                self.end(&call_id);
+                resp.status = status;
+                resp.reason = "Media refused".into();
+                let _ = resp.set_body(None, Vec::new());
+                resp.headers.remove_all(&HeaderName::ContentType);
+                let _ = resp.headers.push(HeaderName::Warning, warning);
+            }
+        }
+    }
+}
+
+impl CallMedia {
+    /// The media of a node with `[media]` `cfg` in `role`.
+    pub fn from_config(
+        cfg: &crate::config::MediaConfig,
+        role: crate::config::Role,
+        agent: &str,
+        counters: Arc<Counters>,
+    ) -> Result<CallMedia, MediaError> {
+        let role = match role {
+            crate::config::Role::Edge => {
+                let mut c = EdgeConfig::new(cfg.address, cfg.inside_address);
+                c.demux_ports = cfg.demux_ports.clone();
+                c.workers = cfg.workers;
+                c.idle_timeout_ms = cfg.idle_timeout_ms;
+                MediaRole::Edge(c)
+            }
+            crate::config::Role::Core => {
+                let mut c = CoreConfig::new(cfg.address, cfg.inside_address);
+                c.workers = cfg.workers;
+                c.idle_timeout_ms = cfg.idle_timeout_ms;
+                let inside = if cfg.inside_secure {
+                    InsideSecurity::Secure
+                } else {
+                    InsideSecurity::NonSecure
+                };
+                MediaRole::Core(c, inside)
+            }
+        };
+        CallMedia::open(&cfg.table_dir, role, agent, counters)
+    }
+
+    /// `calls` and `flows` for the admin `status`.
+    pub fn status_json(&self) -> serde_json::Value {
+        serde_json::json!({"calls": self.call_count(), "flows": self.flow_count()})
+    }
+}
