@@ -132,15 +132,17 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         max_message_size: settings.max_message_size.unwrap_or(64 * 1024),
         ..ParseLimits::default()
     };
+    let http_users = settings.user_directory()?;
     if settings.sip_tcp.is_none() && settings.sip_tls.is_none() {
         bail!("nothing to listen on: give --sip-tcp ADDR and/or --sip-tls ADDR");
     }
-    let tls = match &settings.sip_tls {
-        Some(_) => Some(tls_acceptor(
+    // One acceptor (one certificate) for SIP over TLS and the HTTPS side.
+    let tls = match settings.sip_tls.is_some() || settings.https.is_some() {
+        true => Some(tls_acceptor(
             settings.cert.as_deref(),
             settings.key.as_deref(),
         )?),
-        None => None,
+        false => None,
     };
     let user_count = users.len();
     let shared = Arc::new(Shared {
@@ -166,6 +168,8 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
 
     let tcp_listener = bind(settings.sip_tcp.as_deref(), "--sip-tcp").await?;
     let tls_listener = bind(settings.sip_tls.as_deref(), "--sip-tls").await?;
+    let http_listener = bind(settings.http.as_deref(), "--http").await?;
+    let https_listener = bind(settings.https.as_deref(), "--https").await?;
     let admin_addr = settings.admin.as_deref().unwrap_or("127.0.0.1:0");
     let admin = bind(Some(admin_addr), "--admin")
         .await?
@@ -184,6 +188,8 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     let ready = json!({
         "sip_tcp": addr(&tcp_listener),
         "sip_tls": addr(&tls_listener),
+        "http": addr(&http_listener),
+        "https": addr(&https_listener),
         "admin": admin_local.to_string(),
         "pid": std::process::id(),
     });
@@ -195,8 +201,14 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
     if let Some(l) = tcp_listener {
         tokio::spawn(accept_loop(shared.clone(), l, None));
     }
+    if let Some(l) = https_listener {
+        tokio::spawn(crate::http::serve(l, tls.clone(), http_users.clone()));
+    }
     if let (Some(l), Some(acceptor)) = (tls_listener, tls) {
         tokio::spawn(accept_loop(shared.clone(), l, Some(acceptor)));
+    }
+    if let Some(l) = http_listener {
+        tokio::spawn(crate::http::serve(l, None, http_users.clone()));
     }
     tokio::spawn(admin_loop(shared.clone(), admin));
     tokio::spawn(expiry_loop(shared.clone()));
@@ -230,7 +242,7 @@ fn write_ready_file(path: &Path, ready: &Value) -> anyhow::Result<()> {
 
 fn tls_acceptor(cert: Option<&Path>, key: Option<&Path>) -> anyhow::Result<TlsAcceptor> {
     let (Some(cert), Some(key)) = (cert, key) else {
-        bail!("--sip-tls needs --cert PEM and --key PEM");
+        bail!("--sip-tls and --https need --cert PEM and --key PEM");
     };
     let certs = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())

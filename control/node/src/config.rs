@@ -77,6 +77,7 @@ struct RawConfig {
     tls: Option<RawTls>,
     edge: Option<RawEdge>,
     core: Option<RawCore>,
+    http: Option<RawHttp>,
     media: Option<RawMedia>,
 }
 
@@ -113,6 +114,48 @@ pub struct MediaConfig {
     pub idle_timeout_ms: u32,
     /// Core: whether phones get SRTP (`secure`, default) or RTP (`non-secure`).
     pub inside_secure: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+    tunnel_listen: Option<String>,
+    max_header_bytes: Option<usize>,
+    tunnel_address: Option<String>,
+    edge_sip_port: Option<u16>,
+    edge_http_port: Option<u16>,
+    uds_port: Option<u16>,
+    tftp_port: Option<u16>,
+    allowlist_store: Option<PathBuf>,
+    #[serde(default)]
+    nodes: Vec<edgeway_allowlist::Node>,
+}
+
+/// The `[http]` section: HTTPS through the edge ([`crate::http`]). Edge fields and core
+/// fields share the section; each role reads its own.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Edge: client HTTPS listener (8443).
+    pub listen: Option<SocketAddr>,
+    /// Edge: the HTTP tunnel listener the core dials with mutual TLS (2222).
+    pub tunnel_listen: Option<SocketAddr>,
+    /// Edge: largest request head (line and headers) a client may send (default 16 KiB).
+    pub max_header_bytes: usize,
+    /// Core: the edge's tunnel listener to dial.
+    pub tunnel_address: Option<SocketAddr>,
+    /// Core: SIP TLS port of the edge, as get_edge_config advertises it (default 5061).
+    pub edge_sip_port: u16,
+    /// Core: HTTPS port of the edge, as get_edge_config advertises it (default 8443).
+    pub edge_http_port: u16,
+    /// Core: UDS (HTTPS) port of the Unified CM nodes (default 8443).
+    pub uds_port: u16,
+    /// Core: TFTP configuration file (HTTP) port of the Unified CM nodes (default 6970).
+    pub tftp_port: u16,
+    /// Core: the rules store `edgewayctl allowlist upload` writes (absent: automatic rules only).
+    pub allowlist_store: Option<PathBuf>,
+    /// Core: further nodes (IM and Presence, Unity Connection) for automatic rules.
+    pub nodes: Vec<edgeway_allowlist::Node>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +321,8 @@ pub struct Config {
     pub edge: Option<EdgeConfig>,
     /// Present when `role = "core"`.
     pub core: Option<CoreConfig>,
+    /// Present when the file has an `[http]` section.
+    pub http: Option<HttpConfig>,
     /// Present when `[media]` is.
     pub media: Option<MediaConfig>,
 }
@@ -403,6 +448,7 @@ impl Config {
             tls,
             edge,
             core,
+            http: raw.http.map(|h| http_config(h, base)).transpose()?,
             media: raw.media.map(media_config).transpose()?,
         })
     }
@@ -464,6 +510,34 @@ fn media_config(raw: RawMedia) -> Result<MediaConfig, ConfigError> {
         workers,
         idle_timeout_ms: raw.idle_timeout_ms.unwrap_or(0),
         inside_secure,
+    })
+}
+
+fn optional_socket(value: Option<String>, name: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    value.map(|v| socket(Some(v), name)).transpose()
+}
+
+fn http_config(raw: RawHttp, base: &Path) -> Result<HttpConfig, ConfigError> {
+    let max_header_bytes = raw.max_header_bytes.unwrap_or(16 * 1024);
+    if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+        return Err(field(
+            "http.max_header_bytes",
+            format!("{max_header_bytes} is outside 1024..=1048576 bytes"),
+        ));
+    }
+    Ok(HttpConfig {
+        listen: optional_socket(raw.listen, "http.listen")?,
+        tunnel_listen: optional_socket(raw.tunnel_listen, "http.tunnel_listen")?,
+        max_header_bytes,
+        tunnel_address: optional_socket(raw.tunnel_address, "http.tunnel_address")?,
+        edge_sip_port: raw.edge_sip_port.unwrap_or(5061),
+        edge_http_port: raw.edge_http_port.unwrap_or(8443),
+        uds_port: raw.uds_port.unwrap_or(8443),
+        tftp_port: raw.tftp_port.unwrap_or(6970),
+        allowlist_store: raw
+            .allowlist_store
+            .map(|p| if p.is_relative() { base.join(p) } else { p }),
+        nodes: raw.nodes,
     })
 }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod core;
 pub mod counters;
 pub mod edge;
+pub mod http;
 pub mod media;
 pub mod run;
 mod sip_util;

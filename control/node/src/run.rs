@@ -458,6 +458,10 @@ async fn start_edge(
     });
     tokio::spawn(accept_clients(edge.clone(), sip, client_tls));
     tokio::spawn(accept_traversal(edge.clone(), traversal, traversal_tls));
+    if let Some(http) = &cfg.http {
+        crate::http::edge::start(cfg, edge_cfg, http, identity, edge.counters.clone(), ready)
+            .await?;
+    }
     Ok(edge)
 }
 
@@ -782,6 +786,9 @@ async fn start_core(
         next_id: AtomicU64::new(1),
     });
     tokio::spawn(dial_edge(core.clone(), traversal_tls));
+    if let Some(http) = &cfg.http {
+        crate::http::core::start(cfg, core_cfg, http, identity)?;
+    }
     for index in 0..core_cfg.ucm.len() {
         tokio::spawn(dial_ucm(core.clone(), index, ucm_tls.clone()));
     }
