@@ -6,7 +6,9 @@
 //!
 //! * [`Message::parse`] turns a datagram into a [`Request`] or [`Response`] (strictly:
 //!   RFC 4475's invalid messages are refused with a typed [`ParseError`]);
-//!   [`StreamFramer`] cuts a TCP/TLS byte stream into messages and RFC 5626 keep-alives.
+//!   [`StreamFramer`] cuts a TCP/TLS byte stream into messages and RFC 5626 keep-alives;
+//!   a message that frames but does not parse is a non-final [`Frame::Invalid`], whose
+//!   [`InvalidMessage::response`] is a 400 the sender can match.
 //! * [`TransactionLayer`] runs the client and server state machines of RFC 3261 §17.
 //!   Drive it with `handle_*(now, ..)` and then drain `poll_transmit()` and
 //!   `poll_event()` until both return `None`; call `handle_timeout(now)` when
