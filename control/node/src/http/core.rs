@@ -6,7 +6,7 @@
 //! whenever its modification time changes.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -19,23 +19,10 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::route::{self, EdgeConfigDoc, Route, Server};
-use super::{body, strip_hop_by_hop, text, Body, HttpError};
+use super::{body, strip_hop_by_hop, text, Body, HttpCounters, HttpError};
 use crate::config::{Config, CoreConfig, HttpConfig};
 use crate::run::NodeError;
 use crate::tls::{self, Identity};
-
-/// What the core's HTTP side counts (logged at each refusal; exported in a later step).
-#[derive(Debug, Default)]
-pub struct HttpCounters {
-    /// Requests answered.
-    pub requests: AtomicU64,
-    /// Refused by the allow list (403).
-    pub denied: AtomicU64,
-    /// Unknown domain or path form (404 / 400).
-    pub not_found: AtomicU64,
-    /// Internal server unreachable or failed (502).
-    pub upstream_failed: AtomicU64,
-}
 
 struct Rules {
     automatic: Vec<Rule>,
@@ -76,7 +63,7 @@ struct HttpCore {
     http: HttpConfig,
     rules: Mutex<Rules>,
     upstream_tls: TlsConnector,
-    counters: HttpCounters,
+    counters: Arc<HttpCounters>,
 }
 
 fn ucm_nodes(cfg: &CoreConfig, http: &HttpConfig) -> Vec<Node> {
@@ -99,13 +86,14 @@ fn ucm_nodes(cfg: &CoreConfig, http: &HttpConfig) -> Vec<Node> {
     nodes
 }
 
-/// Builds the allow list and starts dialling the edge's tunnel listener.
+/// Builds the allow list and starts dialling the edge's tunnel listener; the counters are
+/// for the admin API's status.
 pub fn start(
     cfg: &Config,
     core: &CoreConfig,
     http: &HttpConfig,
     identity: &Identity,
-) -> Result<(), NodeError> {
+) -> Result<Arc<HttpCounters>, NodeError> {
     let Some(tunnel_address) = http.tunnel_address else {
         return Err(NodeError::Io {
             what: "http.tunnel_address".into(),
@@ -133,10 +121,11 @@ pub fn start(
             list,
         }),
         upstream_tls: TlsConnector::from(tls::client(None, roots)?),
-        counters: HttpCounters::default(),
+        counters: Arc::new(HttpCounters::default()),
     });
+    let counters = state.counters.clone();
     tokio::spawn(dial_tunnel(state, tunnel_address, tunnel_tls));
-    Ok(())
+    Ok(counters)
 }
 
 async fn dial_tunnel(core: Arc<HttpCore>, address: std::net::SocketAddr, connector: TlsConnector) {
@@ -155,6 +144,7 @@ async fn dial_tunnel(core: Arc<HttpCore>, address: std::net::SocketAddr, connect
         match tokio::time::timeout(Duration::from_secs(10), attempt).await {
             Ok(Ok(stream)) => {
                 backoff = initial;
+                core.counters.tunnel_up.fetch_add(1, Ordering::Relaxed);
                 eprintln!("edgeway-control: HTTP tunnel up ({address})");
                 let state = core.clone();
                 let service =
@@ -165,6 +155,7 @@ async fn dial_tunnel(core: Arc<HttpCore>, address: std::net::SocketAddr, connect
                     .keep_alive_timeout(Duration::from_secs(20))
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                core.counters.tunnel_lost.fetch_add(1, Ordering::Relaxed);
                 eprintln!("edgeway-control: HTTP tunnel to {address} closed ({served:?})");
             }
             Ok(Err(e)) => {

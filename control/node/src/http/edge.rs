@@ -3,6 +3,7 @@
 //! tunnel replaces an older one (the core restarted); with none up, clients get 502.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::{strip_hop_by_hop, text, Body, HttpError};
+use super::{strip_hop_by_hop, text, Body, HttpCounters, HttpError};
 use crate::config::{Config, EdgeConfig, HttpConfig};
 use crate::counters::Counters;
 use crate::run::NodeError;
@@ -32,7 +33,7 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
 }
 
 /// Binds the edge's HTTPS and tunnel listeners (reported in `ready` as `https` and
-/// `http_tunnel`) and serves them in the background.
+/// `http_tunnel`) and serves them in the background; the counters are for the admin API.
 pub async fn start(
     cfg: &Config,
     edge: &EdgeConfig,
@@ -40,7 +41,7 @@ pub async fn start(
     identity: &Identity,
     counters: Arc<Counters>,
     ready: &mut Value,
-) -> Result<(), NodeError> {
+) -> Result<Arc<HttpCounters>, NodeError> {
     let listen = http
         .listen
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 8443)));
@@ -64,11 +65,13 @@ pub async fn start(
         counters,
     )?);
     let tunnel: Tunnel = Arc::new(Mutex::new(None));
+    let http_counters = Arc::new(HttpCounters::default());
     tokio::spawn(accept_tunnels(
         tunnels,
         tunnel_tls,
         tunnel.clone(),
         edge.tls_handshake_timeout,
+        http_counters.clone(),
     ));
     tokio::spawn(accept_clients(
         clients,
@@ -76,8 +79,9 @@ pub async fn start(
         tunnel,
         http.max_header_bytes,
         edge.tls_handshake_timeout,
+        http_counters.clone(),
     ));
-    Ok(())
+    Ok(http_counters)
 }
 
 fn current(tunnel: &Tunnel) -> Option<(u64, SendRequest<Incoming>)> {
@@ -89,6 +93,7 @@ async fn accept_tunnels(
     acceptor: TlsAcceptor,
     tunnel: Tunnel,
     handshake_timeout: Duration,
+    counters: Arc<HttpCounters>,
 ) {
     let mut generation = 0u64;
     loop {
@@ -98,6 +103,7 @@ async fn accept_tunnels(
         };
         generation += 1;
         let (acceptor, tunnel, id) = (acceptor.clone(), tunnel.clone(), generation);
+        let counters = counters.clone();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -123,6 +129,7 @@ async fn accept_tunnels(
             if let Ok(mut t) = tunnel.lock() {
                 *t = Some((id, sender));
             }
+            counters.tunnel_up.fetch_add(1, Ordering::Relaxed);
             eprintln!("edgeway-control: HTTP tunnel up ({peer})");
             let _ = connection.await;
             if let Ok(mut t) = tunnel.lock() {
@@ -130,6 +137,7 @@ async fn accept_tunnels(
                     *t = None;
                 }
             }
+            counters.tunnel_lost.fetch_add(1, Ordering::Relaxed);
             eprintln!("edgeway-control: HTTP tunnel from {peer} closed");
         });
     }
@@ -141,6 +149,7 @@ async fn accept_clients(
     tunnel: Tunnel,
     max_header_bytes: usize,
     handshake_timeout: Duration,
+    counters: Arc<HttpCounters>,
 ) {
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
@@ -148,15 +157,16 @@ async fn accept_clients(
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let (acceptor, tunnel) = (acceptor.clone(), tunnel.clone());
+        let (acceptor, tunnel, counters) = (acceptor.clone(), tunnel.clone(), counters.clone());
         tokio::spawn(async move {
             let Ok(Ok(stream)) =
                 tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
             else {
                 return;
             };
-            let service =
-                hyper::service::service_fn(move |request| forward(tunnel.clone(), peer, request));
+            let service = hyper::service::service_fn(move |request| {
+                forward(tunnel.clone(), counters.clone(), peer, request)
+            });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 // A slow client (slowloris) loses its connection instead of holding a task.
@@ -171,9 +181,11 @@ async fn accept_clients(
 /// Sends one client request over the tunnel and hands back the core's answer as it streams.
 async fn forward(
     tunnel: Tunnel,
+    counters: Arc<HttpCounters>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
+    counters.requests.fetch_add(1, Ordering::Relaxed);
     let outcome = async {
         let (_, mut sender) = current(&tunnel).ok_or(HttpError::NoTunnel)?;
         let (mut parts, body) = request.into_parts();
@@ -202,8 +214,12 @@ async fn forward(
     };
     Ok(match outcome.await {
         Ok(response) => response,
-        Err(HttpError::NoTunnel) => text(StatusCode::BAD_GATEWAY, "no HTTP tunnel to the core"),
+        Err(HttpError::NoTunnel) => {
+            counters.no_tunnel.fetch_add(1, Ordering::Relaxed);
+            text(StatusCode::BAD_GATEWAY, "no HTTP tunnel to the core")
+        }
         Err(e) => {
+            counters.no_tunnel.fetch_add(1, Ordering::Relaxed);
             eprintln!("edgeway-control: HTTP request from {peer}: {e}");
             text(StatusCode::BAD_GATEWAY, &e.to_string())
         }

@@ -19,6 +19,8 @@ pub mod core;
 pub mod edge;
 pub mod route;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
@@ -42,6 +44,41 @@ pub enum HttpError {
         /// What went wrong.
         reason: String,
     },
+}
+
+/// What the HTTP side of either role counts, for the admin API's status.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// Requests received (edge: from clients; core: over the tunnel).
+    pub requests: AtomicU64,
+    /// Core: refused by the allow list (403).
+    pub denied: AtomicU64,
+    /// Core: unknown domain or path form (404).
+    pub not_found: AtomicU64,
+    /// Core: the internal server could not be reached or failed (502).
+    pub upstream_failed: AtomicU64,
+    /// Edge: answered 502 because no tunnel was up or it failed mid-request.
+    pub no_tunnel: AtomicU64,
+    /// Tunnel connections established.
+    pub tunnel_up: AtomicU64,
+    /// Tunnel connections lost.
+    pub tunnel_lost: AtomicU64,
+}
+
+impl HttpCounters {
+    /// The counters as a JSON object.
+    pub fn to_json(&self) -> serde_json::Value {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "requests": n(&self.requests),
+            "denied": n(&self.denied),
+            "not_found": n(&self.not_found),
+            "upstream_failed": n(&self.upstream_failed),
+            "no_tunnel": n(&self.no_tunnel),
+            "tunnel_up": n(&self.tunnel_up),
+            "tunnel_lost": n(&self.tunnel_lost),
+        })
+    }
 }
 
 /// The body type of every response the edge and core send.
