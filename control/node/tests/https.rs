@@ -150,7 +150,7 @@ impl Rig {
         let edge = Node::start(&edge_config(
             &dir.0,
             subject,
-            "[http]\nlisten = \"127.0.0.1:0\"\ntunnel_listen = \"127.0.0.1:0\"\nmax_header_bytes = 8192\n",
+            "max_connections_per_source = 4\n[http]\nlisten = \"127.0.0.1:0\"\ntunnel_listen = \"127.0.0.1:0\"\nmax_header_bytes = 8192\n",
         ));
         let opts = ClusterOptions {
             core_extra: format!(
@@ -450,4 +450,33 @@ fn the_tunnel_demands_the_traversal_subject_name() {
     );
     let (status, body) = rig.curl(&format!("/{}/get_edge_config/", b64("example.com")), &[]);
     assert_eq!(status, 502, "no tunnel, no answer: {body}");
+}
+
+#[test]
+fn one_source_gets_at_most_its_share_of_connections() {
+    if !curl_present() {
+        return;
+    }
+    let rig = Rig::start();
+    // Four idle connections from 127.0.0.1 (edge.max_connections_per_source = 4) are held...
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(rig.https).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // ...so a fifth from the same source is closed unanswered.
+    let (status, _) = rig.curl(&format!("/{}/get_edge_config/", b64("example.com")), &[]);
+    assert_eq!(
+        status, 0,
+        "a connection over the per-source limit was served"
+    );
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig
+        .curl(&format!("/{}/get_edge_config/", b64("example.com")), &[])
+        .0
+        != 200
+    {
+        assert!(Instant::now() < deadline, "slots were not given back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

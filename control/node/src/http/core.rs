@@ -314,21 +314,30 @@ async fn send_upstream(
             exchange(TokioIo::new(tls), request).await
         }
     }
-    .map_err(|e| fail(e.to_string()))?;
+    .map_err(fail)?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = hyper::Version::HTTP_2;
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
+/// How long an internal server may take to start its answer: a hung server must not hold
+/// the client (and a tunnel stream) for ever.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn exchange<T>(
     io: TokioIo<T>,
     request: Request<Incoming>,
-) -> Result<Response<Incoming>, hyper::Error>
+) -> Result<Response<Incoming>, String>
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
     tokio::spawn(connection);
-    sender.send_request(request).await
+    match tokio::time::timeout(UPSTREAM_TIMEOUT, sender.send_request(request)).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!("no answer within {UPSTREAM_TIMEOUT:?}")),
+    }
 }

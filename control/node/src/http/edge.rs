@@ -2,7 +2,8 @@
 //! core's mutual-TLS connection arrives and the edge becomes its HTTP/2 client. A newer
 //! tunnel replaces an older one (the core restarted); with none up, clients get 502.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -77,8 +78,11 @@ pub async fn start(
         clients,
         client_tls,
         tunnel,
-        http.max_header_bytes,
-        edge.tls_handshake_timeout,
+        ClientLimits {
+            max_header_bytes: http.max_header_bytes,
+            handshake_timeout: edge.tls_handshake_timeout,
+            per_source: edge.max_connections_per_source,
+        },
         http_counters.clone(),
     ));
     Ok(http_counters)
@@ -143,22 +147,79 @@ async fn accept_tunnels(
     }
 }
 
+/// What bounds one client connection.
+#[derive(Debug, Clone, Copy)]
+struct ClientLimits {
+    max_header_bytes: usize,
+    handshake_timeout: Duration,
+    /// `edge.max_connections_per_source`, counted apart from the SIP listener's.
+    per_source: usize,
+}
+
+/// One source address's share of the client connections, given back on drop.
+struct SourceSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl SourceSlot {
+    /// A slot for `source`, or `None` when it already holds `most`.
+    fn take(
+        counts: &Arc<Mutex<HashMap<IpAddr, usize>>>,
+        source: IpAddr,
+        most: usize,
+    ) -> Option<SourceSlot> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(source).or_insert(0);
+        if *n >= most {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            counts: counts.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.source);
+            }
+        }
+    }
+}
+
 async fn accept_clients(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     tunnel: Tunnel,
-    max_header_bytes: usize,
-    handshake_timeout: Duration,
+    limits: ClientLimits,
     counters: Arc<HttpCounters>,
 ) {
+    let per_source = Arc::new(Mutex::new(HashMap::new()));
+    let ClientLimits {
+        max_header_bytes,
+        handshake_timeout,
+        per_source: most,
+    } = limits;
     loop {
         let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Some(slot) = SourceSlot::take(&per_source, peer.ip(), most) else {
+            counters.refused_per_source.fetch_add(1, Ordering::Relaxed);
+            continue; // dropping `tcp` refuses it
+        };
         let _ = tcp.set_nodelay(true);
         let (acceptor, tunnel, counters) = (acceptor.clone(), tunnel.clone(), counters.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let Ok(Ok(stream)) =
                 tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
             else {

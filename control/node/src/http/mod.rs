@@ -59,6 +59,8 @@ pub struct HttpCounters {
     pub upstream_failed: AtomicU64,
     /// Edge: answered 502 because no tunnel was up or it failed mid-request.
     pub no_tunnel: AtomicU64,
+    /// Edge: client connections refused over `edge.max_connections_per_source`.
+    pub refused_per_source: AtomicU64,
     /// Tunnel connections established.
     pub tunnel_up: AtomicU64,
     /// Tunnel connections lost.
@@ -75,6 +77,7 @@ impl HttpCounters {
             "not_found": n(&self.not_found),
             "upstream_failed": n(&self.upstream_failed),
             "no_tunnel": n(&self.no_tunnel),
+            "refused_per_source": n(&self.refused_per_source),
             "tunnel_up": n(&self.tunnel_up),
             "tunnel_lost": n(&self.tunnel_lost),
         })
