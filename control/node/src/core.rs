@@ -224,6 +224,9 @@ impl CoreProxy {
     /// The traversal zone came up or went down.
     pub fn set_traversal_up(&mut self, up: bool) {
         self.traversal_up = up;
+        if let (false, Some(media)) = (up, &mut self.media) {
+            media.end_all();
+        }
     }
 
     /// Whether the traversal zone is up.

@@ -94,6 +94,9 @@ impl EdgeProxy {
         self.flows.remove(&flow);
         self.registered.remove(&flow);
         self.flow_addresses.remove(&flow);
+        if let Some(media) = &mut self.media {
+            media.end_owned_by(flow);
+        }
     }
 
     /// Open client flows.
@@ -109,6 +112,9 @@ impl EdgeProxy {
     /// The traversal zone came up or went down.
     pub fn set_traversal_up(&mut self, up: bool) {
         self.traversal_up = up;
+        if let (false, Some(media)) = (up, &mut self.media) {
+            media.end_all();
+        }
     }
 
     /// Whether the traversal zone is up.
@@ -184,8 +190,8 @@ impl EdgeProxy {
             return reply(out, bytes);
         }
         if let Some(media) = &mut self.media {
-            let client_ip = self.flow_addresses.get(&flow).copied();
-            if let Err(bytes) = media.request(Leg::Outside, &mut req, client_ip) {
+            let client = self.flow_addresses.get(&flow).map(|ip| (flow, *ip));
+            if let Err(bytes) = media.request(Leg::Outside, &mut req, client) {
                 return reply(out, bytes);
             }
         }

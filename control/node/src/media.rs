@@ -18,6 +18,8 @@
 //! - a final failure to INVITE: a call not yet answered is torn down; a refused re-INVITE or
 //!   UPDATE rolls back to the media before it (`offer_failed`).
 //! - BYE or CANCEL: the call is torn down when the request crosses.
+//! - the client connection that opened a call closes (edge), or the traversal zone goes
+//!   down (both roles): its calls, or all calls, are torn down.
 //! - a bad body in a request: the planner's status and `Warning` go back to its sender and
 //!   the call is left as before (a new call is forgotten). In a response: the call is torn
 //!   down and the response becomes the planner's status with its `Warning` (the callee's
@@ -78,6 +80,8 @@ struct Call {
     established: bool,
     /// The last body planned from each leg and what it became.
     last: HashMap<Leg, (Vec<u8>, Vec<u8>)>,
+    /// The client connection whose INVITE opened the call (edge), ended with it.
+    owner: Option<u64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -148,7 +152,7 @@ impl CallMedia {
         self.table.iter().count()
     }
 
-    fn new_call(&mut self, client_ip: Option<Ipv4Addr>) -> Call {
+    fn new_call(&mut self, client_ip: Option<Ipv4Addr>, owner: Option<u64>) -> Call {
         self.next_call += 1;
         let n = self.next_call;
         let plan = match &self.role {
@@ -164,6 +168,7 @@ impl CallMedia {
             pending: None,
             established: false,
             last: HashMap::new(),
+            owner,
         }
     }
 
@@ -239,14 +244,36 @@ impl CallMedia {
         (e.status(), e.warning(&self.agent))
     }
 
-    /// A request crossing the node from `from` (`client_ip`: the client's signalling
-    /// address, on the edge's outside leg). Its SDP body is rewritten in place; `Err` holds
-    /// the response to send back to its sender instead of forwarding it.
+    /// Ends every call opened from client connection `owner` (it closed: the client can
+    /// no longer send BYE, so its media must not outlive it).
+    pub fn end_owned_by(&mut self, owner: u64) {
+        let gone: Vec<String> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.owner == Some(owner))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.end(&id);
+        }
+    }
+
+    /// Ends every call (the traversal zone went down: no call crosses it any more).
+    pub fn end_all(&mut self) {
+        let all: Vec<String> = self.calls.keys().cloned().collect();
+        for id in all {
+            self.end(&id);
+        }
+    }
+
+    /// A request crossing the node from `from` (`client`: the client connection and its
+    /// signalling address, on the edge's outside leg). Its SDP body is rewritten in place;
+    /// `Err` holds the response to send back to its sender instead of forwarding it.
     pub fn request(
         &mut self,
         from: Leg,
         req: &mut Request,
-        client_ip: Option<Ipv4Addr>,
+        client: Option<(u64, Ipv4Addr)>,
     ) -> Result<(), Vec<u8>> {
         let Ok(call_id) = req.headers.call_id().map(str::to_owned) else {
             return Ok(());
@@ -257,7 +284,7 @@ impl CallMedia {
                 return Ok(());
             }
             Method::Invite if !self.calls.contains_key(&call_id) => {
-                let call = self.new_call(client_ip);
+                let call = self.new_call(client.map(|c| c.1), client.map(|c| c.0));
                 self.calls.insert(call_id.clone(), call);
                 self.counters.calls_started.fetch_add(1, Ordering::Relaxed);
             }

@@ -219,21 +219,27 @@ fn rig(base: u16) -> Rig {
     }
 }
 
-#[test]
-fn srtp_call_through_edge_relay_and_core_rekey_and_bye_leaves_no_flow() {
-    let mut rig = rig(16000);
+/// The client's key in every offer.
+const CLIENT_CRYPTO: &str =
+    "1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+
+/// An answered, acknowledged SRTP call from the rig's client to the phone: the client's
+/// media socket, the 200, the edge's media address and the answer's `a=crypto`.
+fn establish(
+    rig: &mut Rig,
+    call_id: &str,
+    edge_range: std::ops::Range<u16>,
+) -> (UdpSocket, Response, SocketAddr, String) {
     // RTP takes an even port (RFC 3550), which the planner checks.
     let media = std::iter::repeat_with(|| UdpSocket::bind("127.0.0.1:0").expect("client media"))
         .find(|s| s.local_addr().is_ok_and(|a| a.port() % 2 == 0))
         .expect("an even port");
     media.set_nonblocking(true).expect("nonblocking");
     let port = media.local_addr().expect("addr").port();
-    let client_crypto = "1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
     let sdp = format!(
         "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{client_crypto}\r\na=sendrecv\r\n"
+m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{CLIENT_CRYPTO}\r\na=sendrecv\r\n"
     );
-    let call_id = "call-srtp-1";
     rig.client
         .send_raw(&invite(&rig.client, call_id, &sdp))
         .expect("INVITE");
@@ -249,7 +255,7 @@ m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{client_crypto}\r\
     let (edge_media, crypto) = media_of(&answer);
     let crypto = crypto.expect("the core's answer carries a=crypto");
     assert!(
-        (18000..19000).contains(&edge_media.port()),
+        edge_range.contains(&edge_media.port()),
         "answer names the edge's media port: {answer}"
     );
     assert!(!crypto.contains("WVNfX19zZW1jdGwg"), "client key echoed");
@@ -258,10 +264,17 @@ m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{client_crypto}\r\
     rig.client
         .send_raw(&in_dialog(&rig.client, "ACK", 1, &ok))
         .expect("ACK");
+    (media, ok, edge_media, crypto)
+}
+
+#[test]
+fn srtp_call_through_edge_relay_and_core_rekey_and_bye_leaves_no_flow() {
+    let mut rig = rig(16000);
+    let (media, ok, edge_media, crypto) = establish(&mut rig, "call-srtp-1", 18000..19000);
 
     // Media: client SRTP to the edge; the phone's media comes back re-keyed with the
     // answer's key.
-    let mut tx = context(client_crypto);
+    let mut tx = context(CLIENT_CRYPTO);
     let mut rx = context(&crypto);
     let (mut received, mut decrypted) = (0, 0);
     let start = Instant::now();
@@ -338,4 +351,20 @@ m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     assert_eq!(rig.core_dp.flows(), 0);
     assert_eq!(rig.cluster.core().counter("media_refused"), 1);
     assert!(rig.cluster.edge.status()["media"]["calls"] == 0);
+}
+
+#[test]
+fn a_client_that_disconnects_mid_call_leaves_no_flow_on_the_edge() {
+    let mut rig = rig(20000);
+    let _call = establish(&mut rig, "call-gone-1", 22000..23000);
+    // The client's TLS connection goes away without BYE.
+    let replacement = rig.cluster.client();
+    drop(std::mem::replace(&mut rig.client, replacement));
+    assert!(
+        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0),
+        "edge flows left after the client's connection closed: {}\n{}",
+        rig.edge_dp.flows(),
+        rig.cluster.edge.status()
+    );
+    assert_eq!(rig.cluster.edge.status()["media"]["calls"], 0);
 }
