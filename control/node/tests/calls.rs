@@ -8,7 +8,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use edgeway_flowtable::FlowTable;
 use edgeway_sip::{HeaderName, Response};
@@ -274,28 +274,14 @@ fn srtp_call_through_edge_relay_and_core_rekey_and_bye_leaves_no_flow() {
 
     // Media: client SRTP to the edge; the phone's media comes back re-keyed with the
     // answer's key.
-    let mut tx = context(CLIENT_CRYPTO);
-    let mut rx = context(&crypto);
-    let (mut received, mut decrypted) = (0, 0);
-    let start = Instant::now();
-    let mut seq = 1u16;
-    while start.elapsed() < Duration::from_secs(3) {
-        let mut pkt = rtp(seq);
-        let len = pkt.len();
-        pkt.resize(len + 64, 0);
-        let n = tx.protect_rtp(&mut pkt, len).expect("protect");
-        media.send_to(&pkt[..n], edge_media).expect("send");
-        seq += 1;
-        let mut buf = [0u8; 2048];
-        // Drain what arrived since the last packet went out.
-        while let Ok((n, _)) = media.recv_from(&mut buf) {
-            received += 1;
-            if rx.unprotect_rtp(&mut buf, n).is_ok() {
-                decrypted += 1;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (received, decrypted) = exchange(
+        &media,
+        edge_media,
+        &mut context(CLIENT_CRYPTO),
+        &crypto,
+        1,
+        150,
+    );
     assert!(
         received > 10,
         "media from the phone reached the client: {received}"
@@ -367,4 +353,106 @@ fn a_client_that_disconnects_mid_call_leaves_no_flow_on_the_edge() {
         rig.cluster.edge.status()
     );
     assert_eq!(rig.cluster.edge.status()["media"]["calls"], 0);
+}
+
+/// Sends `packets` SRTP packets (sequence from `first_seq`, 20 ms apart) with `tx` to the
+/// edge and counts what comes back and how much of it decrypts with `answer_crypto`.
+fn exchange(
+    media: &UdpSocket,
+    edge_media: SocketAddr,
+    tx: &mut SrtpContext,
+    answer_crypto: &str,
+    first_seq: u16,
+    packets: u16,
+) -> (usize, usize) {
+    let mut rx = context(answer_crypto);
+    let (mut received, mut decrypted) = (0, 0);
+    for seq in first_seq..first_seq + packets {
+        let mut pkt = rtp(seq);
+        let len = pkt.len();
+        pkt.resize(len + 64, 0);
+        let n = tx.protect_rtp(&mut pkt, len).expect("protect");
+        media.send_to(&pkt[..n], edge_media).expect("send");
+        let mut buf = [0u8; 2048];
+        // Drain what arrived since the last packet went out.
+        while let Ok((n, _)) = media.recv_from(&mut buf) {
+            received += 1;
+            if rx.unprotect_rtp(&mut buf, n).is_ok() {
+                decrypted += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (received, decrypted)
+}
+
+/// The client's offer for a call whose media socket is on `port`, with `direction`.
+fn client_offer(port: u16, version: u32, direction: &str) -> String {
+    format!(
+        "v=0\r\no=alice 1 {version} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{CLIENT_CRYPTO}\r\na={direction}\r\n"
+    )
+}
+
+/// An in-dialog request carrying `sdp`.
+fn with_sdp(request: Vec<u8>, sdp: &str) -> Vec<u8> {
+    let Ok(edgeway_sip::Message::Request(mut req)) = edgeway_sip::Message::parse(&request) else {
+        panic!("request parses");
+    };
+    req.set_body(Some("application/sdp"), sdp.as_bytes().to_vec())
+        .expect("body");
+    req.to_bytes()
+}
+
+fn phone_rx(rig: &Rig) -> u64 {
+    rig.cluster
+        .ucm
+        .calls()
+        .iter()
+        .flat_map(|c| c["legs"].as_array().cloned().unwrap_or_default())
+        .find_map(|l| l["media"]["rx"].as_u64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn hold_and_resume_reinvites_keep_the_call_and_media_resumes() {
+    let mut rig = rig(24000);
+    let (media, ok, edge_media, _) = establish(&mut rig, "call-hold-1", 26000..27000);
+    let port = media.local_addr().expect("addr").port();
+    let mut tx = context(CLIENT_CRYPTO);
+    for (cseq, version, direction) in [(2, 2, "sendonly"), (3, 3, "sendrecv")] {
+        let reinvite = with_sdp(
+            in_dialog(&rig.client, "INVITE", cseq, &ok),
+            &client_offer(port, version, direction),
+        );
+        rig.client.send_raw(&reinvite).expect("re-INVITE");
+        let answered = final_response(&mut rig.client);
+        assert_eq!(answered.status, 200, "{direction}: {answered:?}");
+        rig.client
+            .send_raw(&in_dialog(&rig.client, "ACK", cseq, &ok))
+            .expect("ACK");
+        assert_eq!(rig.edge_dp.flows(), 4, "edge entries after {direction}");
+        assert_eq!(rig.core_dp.flows(), 4, "core entries after {direction}");
+        if direction == "sendrecv" {
+            let answer = String::from_utf8_lossy(&answered.body).into_owned();
+            let (again, crypto) = media_of(&answer);
+            assert_eq!(again, edge_media, "the edge keeps the call's port");
+            let before = phone_rx(&rig);
+            let (received, decrypted) =
+                exchange(&media, edge_media, &mut tx, &crypto.expect("crypto"), 1, 75);
+            assert!(received > 10, "media after resume: {received}");
+            assert_eq!(decrypted, received, "resumed media decrypts");
+            assert!(
+                phone_rx(&rig) > before + 10,
+                "the phone hears the client again"
+            );
+        }
+    }
+    rig.client
+        .send_raw(&in_dialog(&rig.client, "BYE", 4, &ok))
+        .expect("BYE");
+    assert_eq!(final_response(&mut rig.client).status, 200);
+    assert!(eventually(Duration::from_secs(2), || rig.edge_dp.flows()
+        == 0
+        && rig.core_dp.flows() == 0));
 }
