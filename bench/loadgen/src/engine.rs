@@ -81,6 +81,25 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    /// The percentiles of a histogram recorded in units of `1 / units_per_us` µs (1000 for
+    /// nanoseconds, 1 for microseconds); all zero when it is empty.
+    pub fn from_histogram(h: &Histogram<u64>, units_per_us: f64) -> Latency {
+        if h.is_empty() {
+            return Latency::default();
+        }
+        let us = |v: u64| v as f64 / units_per_us;
+        Latency {
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+            mean: h.mean() / units_per_us,
+        }
+    }
+}
+
 /// What one trial measured. Counts cover packets sent after the warmup.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TrialReport {
@@ -394,7 +413,6 @@ impl Generator {
         let cpu = (sys::thread_cpu_ns() - cpu0) as f64;
         let dur = p.duration.as_secs_f64();
         let h = &meas.hist;
-        let us = |v: u64| v as f64 / 1000.0;
         let lost = sent.saturating_sub(meas.received);
         let offered = rate * dur;
         Ok(TrialReport {
@@ -417,18 +435,7 @@ impl Generator {
             too_old: meas.too_old,
             unmatched: meas.unmatched,
             send_errors: std::mem::take(&mut self.send_errors),
-            latency_us: if h.is_empty() {
-                Latency::default()
-            } else {
-                Latency {
-                    p50: us(h.value_at_quantile(0.50)),
-                    p90: us(h.value_at_quantile(0.90)),
-                    p99: us(h.value_at_quantile(0.99)),
-                    p999: us(h.value_at_quantile(0.999)),
-                    max: us(h.max()),
-                    mean: h.mean() / 1000.0,
-                }
-            },
+            latency_us: Latency::from_histogram(h, 1000.0),
             gen_cpu_pct: 100.0 * cpu / wall,
             sut_cpu_pct: match (sut0, sut1) {
                 (Some(a), Some(b)) => Some(100.0 * (b - a) as f64 / (dur * 1e9)),

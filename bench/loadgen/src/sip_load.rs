@@ -171,22 +171,6 @@ impl LoadParams {
     }
 }
 
-/// Percentiles of a histogram of microseconds, in the media report's [`Latency`] form.
-fn latency_us(h: &Histogram<u64>) -> Latency {
-    if h.is_empty() {
-        return Latency::default();
-    }
-    let us = |v: u64| v as f64;
-    Latency {
-        p50: us(h.value_at_quantile(0.5)),
-        p90: us(h.value_at_quantile(0.9)),
-        p99: us(h.value_at_quantile(0.99)),
-        p999: us(h.value_at_quantile(0.999)),
-        max: us(h.max()),
-        mean: h.mean(),
-    }
-}
-
 /// CPU use of one process over the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ProcessCpu {
@@ -794,9 +778,9 @@ async fn drive(params: LoadParams, nofile: Option<u64>) -> LoadReport {
         pings_sent: st.pings_sent,
         pongs_received: st.pongs,
         requests_answered: st.requests_answered,
-        setup_latency_us: latency_us(&st.setup),
-        handshake_latency_us: latency_us(&st.handshake),
-        refresh_latency_us: latency_us(&st.refresh),
+        setup_latency_us: Latency::from_histogram(&st.setup, 1.0),
+        handshake_latency_us: Latency::from_histogram(&st.handshake, 1.0),
+        refresh_latency_us: Latency::from_histogram(&st.refresh, 1.0),
         gen_cpu_pct: pct(cpu_start, cpu_end).unwrap_or(0.0),
         sut_cpu: p
             .sut_pids
