@@ -306,11 +306,6 @@ impl CoreProxy {
         }
     }
 
-    /// The earliest binding expiry, for the IO layer's timer.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.bindings.values().filter_map(|b| b.expires_at).min()
-    }
-
     fn remove_binding(&mut self, id: u64) {
         if let Some(b) = self.bindings.remove(&id) {
             self.by_contact.remove(&(b.aor, b.contact_uri));

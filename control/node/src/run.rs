@@ -805,7 +805,7 @@ async fn start_core(
 }
 
 /// Exponential backoff: 100 ms doubling up to `max`.
-fn next_backoff(current: Duration, max: Duration) -> Duration {
+pub(crate) fn next_backoff(current: Duration, max: Duration) -> Duration {
     (current * 2).min(max)
 }
 

@@ -164,7 +164,7 @@ async fn dial_tunnel(core: Arc<HttpCore>, address: std::net::SocketAddr, connect
             Err(_) => eprintln!("edgeway-control: HTTP tunnel to {address} timed out"),
         }
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(core.cfg.reconnect_max);
+        backoff = crate::run::next_backoff(backoff, core.cfg.reconnect_max);
     }
 }
 
