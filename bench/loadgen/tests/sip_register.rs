@@ -3,7 +3,7 @@
 //! reported as failures, held clients must refresh within the run and answer requests the
 //! registrar sends down their connection.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,21 +13,6 @@ use serde_json::Value;
 
 const DOMAIN: &str = "example.com";
 const SERVER_NAME: &str = "ucm.example.com";
-
-/// ucm-sim's binary beside this crate's (same target directory and profile), built first
-/// so the test never runs a stale one.
-fn ucm_sim_binary() -> PathBuf {
-    let loadgen = PathBuf::from(env!("CARGO_BIN_EXE_edgeway-loadgen"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-q", "-p", "edgeway-ucm-sim", "--bin", "ucm-sim"]);
-    if loadgen.parent().and_then(Path::file_name) == Some("release".as_ref()) {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build for ucm-sim");
-    assert!(status.success(), "building ucm-sim failed");
-    loadgen.with_file_name("ucm-sim")
-}
 
 struct Lab {
     ucm: UcmSim,
@@ -50,7 +35,7 @@ fn lab(users: usize, extra: &[&str]) -> Lab {
         ..UcmSimOptions::default()
     }
     .with_tls(&cert.cert_pem, &cert.key_pem);
-    let ucm = UcmSim::spawn(&ucm_sim_binary(), &opts);
+    let ucm = UcmSim::spawn(&edgeway_testkit::peers::ucm_sim_binary(), &opts);
     Lab {
         ca: pki.ca_path(),
         ucm,

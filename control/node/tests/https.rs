@@ -90,7 +90,7 @@ fn start_ucm(dir: &Path) -> UcmHttp {
     let users = dir.join("users.toml");
     std::fs::write(&users, USERS).expect("users file");
     let ready = dir.join("ucm.ready");
-    let binary = ucm_sim_binary(&common::control_binary());
+    let binary = ucm_sim_binary();
     let child = Command::new(binary)
         .args(["--sip-tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
         .args(["--https", "127.0.0.1:0"])

@@ -81,7 +81,7 @@ fn wait_ready(process: &mut PeerProcess, ready: &Path, what: &str) -> Value {
 pub fn control_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| workspace_binary("edgeway-control", "edgeway-control"))
+        .get_or_init(|| crate::workspace_binary("edgeway-control", "edgeway-control"))
         .clone()
 }
 
@@ -93,30 +93,8 @@ pub fn control_binary() -> PathBuf {
 pub fn dataplane_binary() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| workspace_binary("edgeway-dataplane", "edgeway-dataplane"))
+        .get_or_init(|| crate::workspace_binary("edgeway-dataplane", "edgeway-dataplane"))
         .clone()
-}
-
-/// Builds `bin` of `package` (`cargo build -p`, `--release` for a release test) into this
-/// test's target directory and returns its path.
-fn workspace_binary(package: &str, bin: &str) -> PathBuf {
-    // A test runs as target/<profile>/deps/<name>-<hash>.
-    let exe = std::env::current_exe().expect("test binary path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-q", "-p", package, "--bin", bin]);
-    if profile_dir.file_name() == Some("release".as_ref()) {
-        build.arg("--release");
-    }
-    let status = build
-        .status()
-        .unwrap_or_else(|e| panic!("run cargo build for {package}: {e}"));
-    assert!(status.success(), "building {package} failed");
-    profile_dir.join(bin)
 }
 
 /// A running edgeway-control process (killed on drop).
@@ -374,7 +352,7 @@ impl Cluster {
             let read = |p: &Path| std::fs::read_to_string(p).expect("ucm-sim certificate");
             ucm_opts = ucm_opts.with_tls(&read(&ucm_cert.cert_path), &read(&ucm_cert.key_path));
         }
-        let ucm = UcmSim::spawn(&peers::ucm_sim_binary(&control_binary()), &ucm_opts);
+        let ucm = UcmSim::spawn(&peers::ucm_sim_binary(), &ucm_opts);
         let edge = Node::start(&edge_config(
             dir.path(),
             &opts.verify_subject_name,

@@ -26,6 +26,32 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Builds `bin` of `package` (`cargo build -p`, `--release` for a release test) into this
+/// test's target directory and returns its path: other crates' tests run the workspace's
+/// binaries from the same target directory and profile, never a stale one.
+///
+/// # Panics
+/// When the build fails.
+pub fn workspace_binary(package: &str, bin: &str) -> PathBuf {
+    // A test runs as target/<profile>/deps/<name>-<hash>.
+    let exe = std::env::current_exe().expect("test binary path");
+    let profile_dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-q", "-p", package, "--bin", bin]);
+    if profile_dir.file_name() == Some("release".as_ref()) {
+        build.arg("--release");
+    }
+    let status = build
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build for {package}: {e}"));
+    assert!(status.success(), "building {package} failed");
+    profile_dir.join(bin)
+}
+
 /// A running libsrtp oracle process; killed on drop.
 #[derive(Debug)]
 pub struct LibsrtpOracle {

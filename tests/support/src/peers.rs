@@ -231,23 +231,11 @@ impl UcmSimOptions {
     }
 }
 
-/// The `ucm-sim` binary for another crate's integration test: built on demand (`cargo build
-/// -p edgeway-ucm-sim --bin ucm-sim`, `--release` when `sibling` is a release build) next to
-/// `sibling`, the test's own binary (`env!("CARGO_BIN_EXE_<name>")`), so both come from the
-/// same target directory and profile. ucm-sim's own tests use `env!("CARGO_BIN_EXE_ucm-sim")`.
-///
-/// # Panics
-/// When the build fails.
-pub fn ucm_sim_binary(sibling: &Path) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-q", "-p", "edgeway-ucm-sim", "--bin", "ucm-sim"]);
-    if sibling.parent().and_then(Path::file_name) == Some("release".as_ref()) {
-        build.arg("--release");
-    }
-    let status = build.status().expect("run cargo build for ucm-sim");
-    assert!(status.success(), "building ucm-sim failed");
-    sibling.with_file_name("ucm-sim")
+/// The `ucm-sim` binary for another crate's integration test, built on demand into the
+/// test's own target directory and profile ([`crate::workspace_binary`]). ucm-sim's own
+/// tests use `env!("CARGO_BIN_EXE_ucm-sim")`.
+pub fn ucm_sim_binary() -> PathBuf {
+    crate::workspace_binary("edgeway-ucm-sim", "ucm-sim")
 }
 
 /// A running ucm-sim, killed on drop, with its bound addresses and an admin client.

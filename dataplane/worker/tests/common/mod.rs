@@ -443,22 +443,10 @@ pub fn assert_scan_reached_no_socket(netns: &str, dp: &Dataplane, no_ports: u64,
     );
 }
 
-/// The `edgewayctl` binary, built on demand beside this test's `edgeway-dataplane` (same
-/// target directory and profile), so the data plane's tests can read the node the way an
-/// operator does.
+/// The `edgewayctl` binary, built on demand into this test's target directory and profile,
+/// so the data plane's tests can read the node the way an operator does.
 pub fn edgewayctl_binary() -> PathBuf {
-    let sibling = PathBuf::from(env!("CARGO_BIN_EXE_edgeway-dataplane"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build.args(["build", "-q", "-p", "edgewayctl", "--bin", "edgewayctl"]);
-    if sibling.parent().and_then(std::path::Path::file_name) == Some("release".as_ref()) {
-        build.arg("--release");
-    }
-    assert!(
-        build.status().unwrap().success(),
-        "building edgewayctl failed"
-    );
-    sibling.with_file_name("edgewayctl")
+    edgeway_testkit::workspace_binary("edgewayctl", "edgewayctl")
 }
 
 /// `program ARGS...` (edgewayctl, scripts/netns), which must succeed; its standard output.
