@@ -21,10 +21,13 @@
 //! one client's registration as a sans-IO state machine (digest, 423, refresh) over
 //! edgeway-sip's messages, and [`sip_load`] runs thousands of them on one pinned tokio
 //! thread, each on its own rustls connection, for the binary's `sip-register` command.
+//! [`https_load`] is the `https` command: closed-loop HTTPS GETs, kept-alive or one TLS
+//! connection per request, with latency percentiles and CPU (`perf-lab/https`).
 
 pub mod bencode;
 pub mod edgeway;
 pub mod engine;
+pub mod https_load;
 pub mod ng;
 pub mod payload;
 pub mod procstat;

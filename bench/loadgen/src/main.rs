@@ -148,6 +148,9 @@ enum Cmd {
     /// hold with refreshes and keep-alives; reports registrations/s, setup latency,
     /// failures by cause, connections held and CPU.
     SipRegister(SipRegisterArgs),
+    /// Closed-loop HTTPS GETs (kept-alive connections, or a new TLS connection per
+    /// request): requests/s, latency percentiles, failures by cause, CPU.
+    Https(edgeway_loadgen::https_load::HttpsLoadArgs),
     /// Relay a scenario's streams (bind every tx_to, re-key, send to rx_local) until killed.
     Reflect {
         /// Scenario file.
@@ -252,6 +255,25 @@ fn parse_tls_version(s: &str) -> Result<edgeway_loadgen::sip_load::TlsVersion, S
         "1.3" => Ok(TlsVersion::Tls13),
         _ => Err(format!("TLS version {s}: expected 1.2 or 1.3")),
     }
+}
+
+fn https(a: &edgeway_loadgen::https_load::HttpsLoadArgs) -> anyhow::Result<()> {
+    if let Some(cpu) = a.cpu {
+        sys::pin_to_cpu(cpu).with_context(|| format!("pinning to CPU {cpu}"))?;
+    }
+    sys::raise_nofile_limit();
+    let r = edgeway_loadgen::https_load::run(a)?;
+    let failures: u64 = r.failures.values().sum();
+    eprintln!(
+        "{} x{}: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, {failures} failures",
+        r.mode,
+        r.connections,
+        r.requests_per_s,
+        r.latency_us.p50 / 1000.0,
+        r.latency_us.p99 / 1000.0
+    );
+    println!("RESULT {}", serde_json::to_string(&r)?);
+    Ok(())
 }
 
 fn sip_register(a: SipRegisterArgs) -> anyhow::Result<()> {
@@ -616,6 +638,7 @@ fn main() -> anyhow::Result<()> {
             write_scenario(&out, &file)?;
         }
         Cmd::SipRegister(args) => sip_register(args)?,
+        Cmd::Https(args) => https(&args)?,
         Cmd::Reflect {
             scenario,
             cpu,
