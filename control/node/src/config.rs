@@ -79,6 +79,7 @@ struct RawConfig {
     core: Option<RawCore>,
     http: Option<RawHttp>,
     media: Option<RawMedia>,
+    protection: Option<crate::protect::RawProtection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,6 +333,8 @@ fn required<T>(value: Option<T>, name: &str) -> Result<T, ConfigError> {
 }
 
 fn socket(value: Option<String>, name: &str) -> Result<SocketAddr, ConfigError> {
+    /// Edge: automated intrusion protection (`[protection]`; absent: off).
+    pub protection: Option<crate::protect::ProtectionConfig>,
     let text = required(value, name)?;
     text.parse().map_err(|_| {
         field(
@@ -430,6 +433,12 @@ impl Config {
                 }
                 (Some(edge_config(required(raw.edge, "edge")?)?), None)
             }
+        if role == Role::Core && raw.protection.is_some() {
+            return Err(field(
+                "protection",
+                "intrusion protection runs on the edge; the guide recommends it off on the core",
+            ));
+        }
             Role::Core => {
                 if raw.edge.is_some() {
                     return Err(field("edge", "present but role is \"core\""));
@@ -457,6 +466,10 @@ impl Config {
 fn ipv4(value: Option<String>, name: &str) -> Result<std::net::Ipv4Addr, ConfigError> {
     let text = required(value, name)?;
     text.parse()
+            protection: raw
+                .protection
+                .map(|p| crate::protect::ProtectionConfig::from_raw(p, base))
+                .transpose()?,
         .map_err(|_| field(name, format!("{text:?} is not an IPv4 address")))
 }
 

@@ -20,5 +20,6 @@ pub mod edge;
 pub mod http;
 pub mod media;
 pub mod run;
+pub mod protect;
 mod sip_util;
 pub mod tls;

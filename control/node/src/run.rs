@@ -21,6 +21,7 @@ use crate::config::{Config, CoreConfig, EdgeConfig, Role, UcmTransport};
 use crate::core::{ConnId, CoreOutput, CoreProxy, CoreSettings};
 use crate::counters::Counters;
 use crate::edge::{EdgeOutput, EdgeProxy, FlowId};
+use crate::protect::Shield;
 use crate::sip_util::count_parse_error;
 use crate::tls::{self, Identity};
 
@@ -279,6 +280,10 @@ impl AdminTarget for NoTarget {
 
 /// What the admin API can ask of a running node.
 trait AdminTarget: Send + Sync + std::fmt::Debug {
+    /// The edge's intrusion protection, when `[protection]` turns it on.
+    fn shield(&self) -> Option<&Arc<Shield>> {
+        None
+    }
     fn status(&self) -> Value;
     fn registrations(&self) -> Value;
     fn set_maintenance(&self, on: bool);
@@ -320,6 +325,10 @@ fn admin_command(target: &dyn AdminTarget, line: &str) -> Value {
             .collect(),
         _ => line.split_whitespace().map(str::to_owned).collect(),
     };
+/// The answer to `blocked` and `unblock` on a node without protection.
+const PROTECTION_OFF: &str =
+    "intrusion protection is off on this node (it runs on the edge, with a [protection] section)";
+
     match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["status"] => json!({"ok": true, "status": target.status()}),
         ["registrations"] => json!({"ok": true, "registrations": target.registrations()}),
@@ -332,6 +341,19 @@ fn admin_command(target: &dyn AdminTarget, line: &str) -> Value {
         }
     }
 }
+        ["blocked"] => match target.shield() {
+            Some(shield) => json!({"ok": true, "blocked": shield.blocked_json()}),
+            None => json!({"ok": false, "error": PROTECTION_OFF}),
+        },
+        ["unblock", address] => match (target.shield(), address.parse::<IpAddr>()) {
+            (None, _) => json!({"ok": false, "error": PROTECTION_OFF}),
+            (_, Err(_)) => {
+                json!({"ok": false, "error": format!("unblock wants an IP address, not {address:?}")})
+            }
+            (Some(shield), Ok(ip)) => {
+                json!({"ok": true, "address": ip.to_string(), "unblocked": shield.unblock(ip)})
+            }
+        },
 
 // ---------------------------------------------------------------- edge
 
@@ -366,6 +388,8 @@ impl Edge {
                     Some((_, tx)) => send(tx, bytes, &self.counters),
                     None => {
                         self.counters
+    /// Intrusion protection (`[protection]`), shared with the HTTPS listeners.
+    shield: Option<Arc<Shield>>,
                             .traversal_down_refused
                             .fetch_add(1, Ordering::Relaxed);
                     }
@@ -407,9 +431,13 @@ fn media_for(
         .map_err(|e| NodeError::Media(e.to_string()))
 }
 
+            "protection": self.shield.as_ref().map(|p| p.status_json()),
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr)
         .await
+    fn shield(&self) -> Option<&Arc<Shield>> {
+        self.shield.as_ref()
+    }
         .map_err(io_error(format!("{what} {addr}")))
 }
 
@@ -459,8 +487,16 @@ async fn start_edge(
     tokio::spawn(accept_clients(edge.clone(), sip, client_tls));
     tokio::spawn(accept_traversal(edge.clone(), traversal, traversal_tls));
     if let Some(http) = &cfg.http {
-        crate::http::edge::start(cfg, edge_cfg, http, identity, edge.counters.clone(), ready)
-            .await?;
+        crate::http::edge::start(
+            cfg,
+            edge_cfg,
+            http,
+            identity,
+            edge.counters.clone(),
+            edge.shield.clone(),
+            ready,
+        )
+        .await?;
     }
     Ok(edge)
 }
@@ -484,6 +520,16 @@ async fn accept_clients(edge: Arc<Edge>, listener: TcpListener, acceptor: TlsAcc
             *n += 1;
         }
         let _ = tcp.set_nodelay(true);
+        shield: cfg.protection.clone().map(|p| {
+            // Without `xdp_pin_dir`, the pins the data plane recorded for the media table.
+            let recorded = cfg
+                .media
+                .as_ref()
+                .map(|m| edgeway_xdp::pin_dir_for_table(&m.table_dir, None));
+            let shield = Shield::new(p, recorded);
+            shield.spawn_timer();
+            shield
+        }),
         tokio::spawn(client_connection(edge.clone(), tcp, peer, acceptor.clone()));
     }
 }
@@ -505,6 +551,9 @@ async fn client_connection(
 }
 
 async fn serve_client(edge: &Arc<Edge>, tcp: TcpStream, acceptor: TlsAcceptor) {
+        if edge.shield.as_ref().is_some_and(|p| !p.admit(peer.ip())) {
+            continue; // a blocked source: dropping `tcp` closes it before any TLS
+        }
     let counters = &edge.counters;
     let peer = tcp.peer_addr().ok();
     let stream =
@@ -570,7 +619,7 @@ const TRAVERSAL_HANDSHAKES: usize = 8;
 async fn accept_traversal(edge: Arc<Edge>, listener: TcpListener, acceptor: TlsAcceptor) {
     let pending = Arc::new(tokio::sync::Semaphore::new(TRAVERSAL_HANDSHAKES));
     loop {
-        let Ok((tcp, _peer)) = listener.accept().await else {
+        let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
@@ -607,6 +656,9 @@ async fn accept_traversal(edge: Arc<Edge>, listener: TcpListener, acceptor: TlsA
             drop(permit);
             serve_traversal(&edge, stream).await;
         });
+        if edge.shield.as_ref().is_some_and(|p| !p.admit(peer.ip())) {
+            continue; // a blocked source: dropping `tcp` closes it before any TLS
+        }
     }
 }
 

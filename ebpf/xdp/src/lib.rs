@@ -342,17 +342,12 @@ impl MediaProgram {
 
     /// Drops everything from `ip` (intrusion protection), counted as `blocked_source`.
     pub fn block(&mut self, ip: Ipv4Addr) -> Result<()> {
-        let mut m: HashMap<&mut MapData, u32, u32> =
-            HashMap::try_from(self.map_mut("blocked")?).map_err(map_err("blocked"))?;
-        m.insert(u32::from_ne_bytes(ip.octets()), 1, 0)
-            .map_err(map_err("blocked"))
+        write_blocked(self.map_mut("blocked")?, ip)
     }
 
     /// Lets `ip` through again; false if it was not blocked.
     pub fn unblock(&mut self, ip: Ipv4Addr) -> Result<bool> {
-        let mut m: HashMap<&mut MapData, u32, u32> =
-            HashMap::try_from(self.map_mut("blocked")?).map_err(map_err("blocked"))?;
-        remove_quietly(m.remove(&u32::from_ne_bytes(ip.octets()))).map_err(map_err("blocked"))
+        delete_blocked(self.map_mut("blocked")?, ip)
     }
 
     /// Steers re-key packets of `worker`'s entries to `cpu` (its pinned core).
@@ -539,17 +534,20 @@ pub struct PinnedLinkInfo {
     pub program_id: u32,
 }
 
+/// The map pinned as `name` in `dir`.
+fn open_pinned(dir: &Path, name: &'static str) -> Result<Map> {
+    let path = dir.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| Error::NotPinned {
+        path: path.clone(),
+        source,
+    })?;
+    Map::from_map_data(data).map_err(map_err(name))
+}
+
 impl PinnedMaps {
     /// Opens the maps pinned in `dir` (`/sys/fs/bpf/edgeway/<node>/`, see [`pin_dir`]).
     pub fn open(dir: &Path) -> Result<Self> {
-        let open = |name: &'static str| -> Result<Map> {
-            let path = dir.join(name);
-            let data = MapData::from_pin(&path).map_err(|source| Error::NotPinned {
-                path: path.clone(),
-                source,
-            })?;
-            Map::from_map_data(data).map_err(map_err(name))
-        };
+        let open = |name: &'static str| open_pinned(dir, name);
         Ok(PinnedMaps {
             dir: dir.to_owned(),
             flows: open("flows")?,
@@ -624,6 +622,51 @@ impl PinnedMaps {
         delete_latch(&mut self.latches, key)?;
         delete_flow_counters(&mut self.flow_stats, key)?;
         Ok(existed)
+    }
+}
+
+/// A node's pinned `blocked` map (source IPv4 addresses the program drops whatever they
+/// carry), for intrusion protection in edgeway-control: it writes each block and lift here,
+/// so media and any UDP from a blocked address die in the kernel, with or without a data
+/// plane running. Every call is one syscall on the pinned map.
+#[derive(Debug)]
+pub struct PinnedBlockedMap {
+    dir: PathBuf,
+    blocked: Map,
+}
+
+impl PinnedBlockedMap {
+    /// Opens the `blocked` map pinned in `dir` (see [`pin_dir`]).
+    pub fn open(dir: &Path) -> Result<Self> {
+        Ok(PinnedBlockedMap {
+            dir: dir.to_owned(),
+            blocked: open_pinned(dir, "blocked")?,
+        })
+    }
+
+    /// The directory the map is pinned in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Drops everything from `ip` from now on, counted as `blocked_source`.
+    pub fn block(&mut self, ip: Ipv4Addr) -> Result<()> {
+        write_blocked(&mut self.blocked, ip)
+    }
+
+    /// Lets `ip` through again; false if it was not in the map.
+    pub fn unblock(&mut self, ip: Ipv4Addr) -> Result<bool> {
+        delete_blocked(&mut self.blocked, ip)
+    }
+
+    /// Every address in the map.
+    pub fn addresses(&self) -> Result<Vec<Ipv4Addr>> {
+        let m: HashMap<&MapData, u32, u32> =
+            HashMap::try_from(&self.blocked).map_err(map_err("blocked"))?;
+        m.keys()
+            .map(|k| k.map(|k| Ipv4Addr::from(k.to_ne_bytes())))
+            .collect::<Result<_, _>>()
+            .map_err(map_err("blocked"))
     }
 }
 
@@ -760,6 +803,23 @@ fn delete_flow(map: &mut Map, key: FlowKey) -> Result<bool> {
     let mut m: HashMap<&mut MapData, Key, Entry> =
         HashMap::try_from(map).map_err(map_err("flows"))?;
     remove_quietly(m.remove(&Key(key))).map_err(map_err("flows"))
+}
+
+/// The `blocked` map's key for `ip`: its packet bytes, as the program reads `saddr`.
+fn blocked_key(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+fn write_blocked(map: &mut Map, ip: Ipv4Addr) -> Result<()> {
+    let mut m: HashMap<&mut MapData, u32, u32> =
+        HashMap::try_from(map).map_err(map_err("blocked"))?;
+    m.insert(blocked_key(ip), 1, 0).map_err(map_err("blocked"))
+}
+
+fn delete_blocked(map: &mut Map, ip: Ipv4Addr) -> Result<bool> {
+    let mut m: HashMap<&mut MapData, u32, u32> =
+        HashMap::try_from(map).map_err(map_err("blocked"))?;
+    remove_quietly(m.remove(&blocked_key(ip))).map_err(map_err("blocked"))
 }
 
 fn delete_latch(map: &mut Map, key: FlowKey) -> Result<bool> {

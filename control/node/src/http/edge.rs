@@ -1,6 +1,12 @@
 //! The edge's half: client HTTPS (HTTP/1.1 over rustls) and the tunnel listener, where the
 //! core's mutual-TLS connection arrives and the edge becomes its HTTP/2 client. A newer
 //! tunnel replaces an older one (the core restarted); with none up, clients get 502.
+//!
+//! With intrusion protection ([`Shield`]), both listeners drop a blocked source's
+//! connection at accept, before TLS, and feed it what they see: on 8443 the core's 401
+//! (`http-ce-auth`), malformed TLS or HTTP, header floods and the allow list's 403
+//! (`http-ce-intrusion`), 404 (`http-ce-resource`); on 2222 refused certificates
+//! (`sshpfwd-auth`) and bytes that are not TLS (`sshpfwd-intrusion`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 use super::{strip_hop_by_hop, text, Body, HttpCounters, HttpError};
 use crate::config::{Config, EdgeConfig, HttpConfig};
 use crate::counters::Counters;
+use crate::protect::{Category, Shield};
 use crate::run::NodeError;
 use crate::tls::{self, Identity};
 
@@ -34,13 +41,15 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
 }
 
 /// Binds the edge's HTTPS and tunnel listeners (reported in `ready` as `https` and
-/// `http_tunnel`) and serves them in the background; the counters are for the admin API.
+/// `http_tunnel`) and serves them in the background, guarded by `shield` when protection is
+/// on; the counters are for the admin API.
 pub async fn start(
     cfg: &Config,
     edge: &EdgeConfig,
     http: &HttpConfig,
     identity: &Identity,
     counters: Arc<Counters>,
+    shield: Option<Arc<Shield>>,
     ready: &mut Value,
 ) -> Result<Arc<HttpCounters>, NodeError> {
     let listen = http
@@ -73,6 +82,7 @@ pub async fn start(
         tunnel.clone(),
         edge.tls_handshake_timeout,
         http_counters.clone(),
+        shield.clone(),
     ));
     tokio::spawn(accept_clients(
         clients,
@@ -84,6 +94,7 @@ pub async fn start(
             per_source: edge.max_connections_per_source,
         },
         http_counters.clone(),
+        shield,
     ));
     Ok(http_counters)
 }
@@ -92,12 +103,56 @@ fn current(tunnel: &Tunnel) -> Option<(u64, SendRequest<Incoming>)> {
     tunnel.lock().map(|t| t.clone()).unwrap_or(None)
 }
 
+/// What a failed TLS handshake says about the peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsFailure {
+    /// Its certificate was refused (or it sent none where one is demanded).
+    Credentials,
+    /// It did not speak TLS, or broke the protocol.
+    Protocol,
+    /// Anything else (it hung up, sent an alert, timed out): not held against it.
+    Other,
+}
+
+fn tls_failure(e: &std::io::Error) -> TlsFailure {
+    let Some(tls) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return TlsFailure::Other;
+    };
+    match tls {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            TlsFailure::Credentials
+        }
+        // The traversal verifier's own refusals (EKU, subject name).
+        rustls::Error::General(why) if why.contains("traversal peer") => TlsFailure::Credentials,
+        rustls::Error::InvalidMessage(_)
+        | rustls::Error::PeerMisbehaved(_)
+        | rustls::Error::InappropriateMessage { .. }
+        | rustls::Error::InappropriateHandshakeMessage { .. } => TlsFailure::Protocol,
+        _ => TlsFailure::Other,
+    }
+}
+
+/// Whether a new connection from `peer` may go on (false: drop it before any TLS).
+fn admit(shield: &Option<Arc<Shield>>, peer: SocketAddr) -> bool {
+    shield.as_ref().is_none_or(|s| s.admit(peer.ip()))
+}
+
+fn record(shield: &Option<Arc<Shield>>, category: Category, peer: SocketAddr) {
+    if let Some(s) = shield {
+        s.record(category, peer.ip());
+    }
+}
+
 async fn accept_tunnels(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     tunnel: Tunnel,
     handshake_timeout: Duration,
     counters: Arc<HttpCounters>,
+    shield: Option<Arc<Shield>>,
 ) {
     let mut generation = 0u64;
     loop {
@@ -105,14 +160,22 @@ async fn accept_tunnels(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if !admit(&shield, peer) {
+            continue; // dropping `tcp` closes it before any TLS
+        }
         generation += 1;
         let (acceptor, tunnel, id) = (acceptor.clone(), tunnel.clone(), generation);
-        let counters = counters.clone();
+        let (counters, shield) = (counters.clone(), shield.clone());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     eprintln!("edgeway-control: HTTP tunnel handshake from {peer} failed: {e}");
+                    match tls_failure(&e) {
+                        TlsFailure::Credentials => record(&shield, Category::SshpfwdAuth, peer),
+                        TlsFailure::Protocol => record(&shield, Category::SshpfwdIntrusion, peer),
+                        TlsFailure::Other => {}
+                    }
                     return;
                 }
                 Err(_) => return,
@@ -200,6 +263,7 @@ async fn accept_clients(
     tunnel: Tunnel,
     limits: ClientLimits,
     counters: Arc<HttpCounters>,
+    shield: Option<Arc<Shield>>,
 ) {
     let per_source = Arc::new(Mutex::new(HashMap::new()));
     let ClientLimits {
@@ -212,29 +276,51 @@ async fn accept_clients(
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if !admit(&shield, peer) {
+            continue; // dropping `tcp` closes it before any TLS
+        }
         let Some(slot) = SourceSlot::take(&per_source, peer.ip(), most) else {
             counters.refused_per_source.fetch_add(1, Ordering::Relaxed);
             continue; // dropping `tcp` refuses it
         };
         let _ = tcp.set_nodelay(true);
         let (acceptor, tunnel, counters) = (acceptor.clone(), tunnel.clone(), counters.clone());
+        let shield = shield.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await
-            else {
-                return;
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    if tls_failure(&e) == TlsFailure::Protocol {
+                        record(&shield, Category::HttpCeIntrusion, peer);
+                    }
+                    return;
+                }
+                Err(_) => return,
             };
-            let service = hyper::service::service_fn(move |request| {
-                forward(tunnel.clone(), counters.clone(), peer, request)
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let service = {
+                let shield = shield.clone();
+                hyper::service::service_fn(move |request| {
+                    forward(
+                        tunnel.clone(),
+                        counters.clone(),
+                        shield.clone(),
+                        peer,
+                        request,
+                    )
+                })
+            };
+            let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 // A slow client (slowloris) loses its connection instead of holding a task.
                 .header_read_timeout(handshake_timeout)
                 .max_buf_size(max_header_bytes.max(8192))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            // hyper answered a malformed request (400) or a header flood (431) itself.
+            if served.is_err_and(|e| e.is_parse() || e.is_parse_too_large()) {
+                record(&shield, Category::HttpCeIntrusion, peer);
+            }
         });
     }
 }
@@ -243,10 +329,20 @@ async fn accept_clients(
 async fn forward(
     tunnel: Tunnel,
     counters: Arc<HttpCounters>,
+    shield: Option<Arc<Shield>>,
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     counters.requests.fetch_add(1, Ordering::Relaxed);
+    if shield.as_ref().is_some_and(|s| s.is_blocked(peer.ip())) {
+        // Blocked while this connection was open: no more requests on it.
+        let mut refusal = text(StatusCode::FORBIDDEN, "source blocked");
+        refusal.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
+        return Ok(refusal);
+    }
     let outcome = async {
         let (_, mut sender) = current(&tunnel).ok_or(HttpError::NoTunnel)?;
         let (mut parts, body) = request.into_parts();
@@ -274,7 +370,18 @@ async fn forward(
         Ok::<_, HttpError>(Response::from_parts(parts, body.boxed()))
     };
     Ok(match outcome.await {
-        Ok(response) => response,
+        Ok(response) => {
+            let category = match response.status() {
+                StatusCode::UNAUTHORIZED => Some(Category::HttpCeAuth),
+                StatusCode::FORBIDDEN => Some(Category::HttpCeIntrusion),
+                StatusCode::NOT_FOUND => Some(Category::HttpCeResource),
+                _ => None,
+            };
+            if let Some(category) = category {
+                record(&shield, category, peer);
+            }
+            response
+        }
         Err(HttpError::NoTunnel) => {
             counters.no_tunnel.fetch_add(1, Ordering::Relaxed);
             text(StatusCode::BAD_GATEWAY, "no HTTP tunnel to the core")
