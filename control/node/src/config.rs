@@ -131,6 +131,7 @@ struct RawHttp {
     allowlist_store: Option<PathBuf>,
     #[serde(default)]
     nodes: Vec<edgeway_allowlist::Node>,
+    access: Option<crate::http::auth::RawAccess>,
 }
 
 /// The `[http]` section: HTTPS through the edge ([`crate::http`]). Edge fields and core
@@ -157,6 +158,8 @@ pub struct HttpConfig {
     pub allowlist_store: Option<PathBuf>,
     /// Core: further nodes (IM and Presence, Unity Connection) for automatic rules.
     pub nodes: Vec<edgeway_allowlist::Node>,
+    /// Core: MRA access control (`[http.access]`; absent: authentication path "None").
+    pub access: crate::http::auth::AccessConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -555,6 +558,10 @@ fn http_config(raw: RawHttp, base: &Path) -> Result<HttpConfig, ConfigError> {
 }
 
 fn edge_config(raw: RawEdge) -> Result<EdgeConfig, ConfigError> {
+        access: match raw.access {
+            Some(access) => crate::http::auth::AccessConfig::from_raw(access)?,
+            None => crate::http::auth::AccessConfig::absent(),
+        },
     let max_connections_per_source = raw.max_connections_per_source.unwrap_or(64);
     if max_connections_per_source == 0 {
         return Err(field("edge.max_connections_per_source", "must be above 0"));

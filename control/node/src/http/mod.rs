@@ -10,11 +10,11 @@
 //!   configuration itself, or the tunnelled form judged by `edgeway-allowlist` and proxied to
 //!   the internal server (HTTP or HTTPS, the certificate verified against `tls.ca`).
 //!
-//! What a path means is decided without IO by [`route`].
-//!
-//! Not yet here (issue 7, later items): MRA access control (authentication paths, credential
-//! caching, OAuth), authorization rate control, automated intrusion protection.
+//! What a path means is decided without IO by [`route`]; who may ask (MRA access control,
+//! credential caching, OAuth tokens, authorization rate control) by [`auth`], which the core
+//! applies before the allow list.
 
+pub mod auth;
 pub mod core;
 pub mod edge;
 pub mod route;
@@ -65,6 +65,8 @@ pub struct HttpCounters {
     pub tunnel_up: AtomicU64,
     /// Tunnel connections lost.
     pub tunnel_lost: AtomicU64,
+    /// Core: MRA access control outcomes.
+    pub access: auth::AccessCounters,
 }
 
 impl HttpCounters {
@@ -80,6 +82,7 @@ impl HttpCounters {
             "refused_per_source": n(&self.refused_per_source),
             "tunnel_up": n(&self.tunnel_up),
             "tunnel_lost": n(&self.tunnel_lost),
+            "access": self.access.to_json(),
         })
     }
 }
