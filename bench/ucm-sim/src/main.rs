@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod http;
+mod oauth;
 mod server;
 
 use std::path::PathBuf;

@@ -116,6 +116,8 @@ struct Shared {
     handshake_timeout: Duration,
     io: IoCounters,
     next_connection: AtomicU64,
+    /// The HTTP side (UDS, TFTP, vmrest, OAuth), shared by the HTTP and HTTPS listeners.
+    http: Arc<crate::http::HttpSide>,
 }
 
 /// Locks, taking over a mutex poisoned by a panicked task (the state stays consistent:
@@ -132,7 +134,18 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         max_message_size: settings.max_message_size.unwrap_or(64 * 1024),
         ..ParseLimits::default()
     };
-    let http_users = settings.user_directory()?;
+    let http = Arc::new(crate::http::HttpSide::new(
+        settings.user_directory()?,
+        crate::oauth::Issuer::new(crate::oauth::IssuerSettings {
+            name: settings
+                .oauth_issuer
+                .clone()
+                .unwrap_or_else(|| "ucm-sim".into()),
+            access_lifetime: settings.oauth_access_lifetime.unwrap_or(3600).max(1),
+            refresh_lifetime: settings.oauth_refresh_lifetime.unwrap_or(60 * 86_400),
+            no_mra: settings.oauth_no_mra.iter().cloned().collect(),
+        })?,
+    ));
     if settings.sip_tcp.is_none() && settings.sip_tls.is_none() {
         bail!("nothing to listen on: give --sip-tcp ADDR and/or --sip-tls ADDR");
     }
@@ -164,6 +177,7 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         handshake_timeout: Duration::from_secs(settings.tls_handshake_timeout.unwrap_or(10)),
         io: IoCounters::default(),
         next_connection: AtomicU64::new(1),
+        http: http.clone(),
     });
 
     let tcp_listener = bind(settings.sip_tcp.as_deref(), "--sip-tcp").await?;
@@ -202,13 +216,13 @@ pub(crate) async fn run(settings: Settings) -> anyhow::Result<()> {
         tokio::spawn(accept_loop(shared.clone(), l, None));
     }
     if let Some(l) = https_listener {
-        tokio::spawn(crate::http::serve(l, tls.clone(), http_users.clone()));
+        tokio::spawn(crate::http::serve(l, tls.clone(), http.clone()));
     }
     if let (Some(l), Some(acceptor)) = (tls_listener, tls) {
         tokio::spawn(accept_loop(shared.clone(), l, Some(acceptor)));
     }
     if let Some(l) = http_listener {
-        tokio::spawn(crate::http::serve(l, None, http_users.clone()));
+        tokio::spawn(crate::http::serve(l, None, http.clone()));
     }
     tokio::spawn(admin_loop(shared.clone(), admin));
     tokio::spawn(expiry_loop(shared.clone()));
@@ -547,6 +561,7 @@ async fn admin_command(shared: &Shared, cmd: &Value) -> Result<Value, String> {
                 _ => serde_json::Map::new(),
             };
             shared.io.to_json(&mut counters);
+            shared.http.counters_json(&mut counters);
             if let Ok(Value::Object(m)) = serde_json::to_value(lock(&shared.switch).counters()) {
                 counters.extend(m);
             }

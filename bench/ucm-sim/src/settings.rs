@@ -86,6 +86,20 @@ pub struct Settings {
     /// Once listening, write the bound addresses here as one JSON line.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// OAuth: the issuer name (`iss`) of the access tokens [default: ucm-sim].
+    #[arg(long, value_name = "NAME")]
+    pub oauth_issuer: Option<String>,
+    /// OAuth: access token lifetime in seconds [default: 3600, as Unified CM].
+    #[arg(long, value_name = "S")]
+    pub oauth_access_lifetime: Option<u64>,
+    /// OAuth: refresh token lifetime in seconds [default: 5184000, 60 days, as Unified CM].
+    #[arg(long, value_name = "S")]
+    pub oauth_refresh_lifetime: Option<u64>,
+    /// OAuth: a user whose access policy excludes MRA (tokens without the `mra` scope;
+    /// repeatable).
+    #[arg(long = "oauth-no-mra", value_name = "USER")]
+    #[serde(default)]
+    pub oauth_no_mra: Vec<String>,
 }
 
 impl Settings {
@@ -123,6 +137,14 @@ impl Settings {
             threads: self.threads.or(base.threads),
             media_ip: self.media_ip.or(base.media_ip),
             ready_file: self.ready_file.or(base.ready_file),
+            oauth_issuer: self.oauth_issuer.or(base.oauth_issuer),
+            oauth_access_lifetime: self.oauth_access_lifetime.or(base.oauth_access_lifetime),
+            oauth_refresh_lifetime: self.oauth_refresh_lifetime.or(base.oauth_refresh_lifetime),
+            oauth_no_mra: if self.oauth_no_mra.is_empty() {
+                base.oauth_no_mra
+            } else {
+                self.oauth_no_mra
+            },
         }
     }
 
