@@ -5,23 +5,89 @@
 //! route set, its next CSeq), and the response that comes back is answered on the original
 //! request. An ACK for a 2xx goes out with the CSeq of the INVITE it acknowledges on that
 //! leg. Bodies are the caller's: SDP passes through [`crate::CoreCall`] first.
+//!
+//! A PRACK's `RAck` names the INVITE of its own leg: it is rewritten to the CSeq of the
+//! INVITE this pair sent on the other leg (the `RSeq` numbers themselves pass unchanged:
+//! each reliable provisional maps to exactly one on the other leg, so they stay increasing
+//! per dialog). 2xx responses to target-refresh requests carry this B2BUA's Contact of that
+//! leg ([`DialogPair::set_contact`]).
 
-use edgeway_sip::{Dialog, DialogError, HeaderName, Method, Request, Response, Via};
+use std::time::{Duration, Instant};
+
+use edgeway_sip::{Dialog, DialogError, HeaderName, Method, NameAddr, Request, Response, Via};
 use thiserror::Error;
 
 use crate::Leg;
 
 /// Headers copied from a forwarded request: what the far end needs to act on it (the
 /// others are hop-by-hop or belong to one dialog).
-const END_TO_END: [&str; 7] = [
+pub(crate) const END_TO_END: [&str; 24] = [
     "Reason",
     "Event",
     "Subscription-State",
     "Refer-To",
     "Referred-By",
     "Info-Package",
+    "Recv-Info",
     "Replaces",
+    "Allow",
+    "Allow-Events",
+    "Supported",
+    "Require",
+    "Session-Expires",
+    "Min-SE",
+    "P-Asserted-Identity",
+    "P-Preferred-Identity",
+    "Privacy",
+    "Accept",
+    "Alert-Info",
+    "Call-Info",
+    "Subject",
+    "Priority",
+    "Content-Disposition",
+    "Expires",
 ];
+
+/// Headers copied from a response onto the response mapped back.
+pub(crate) const RESPONSE_END_TO_END: [&str; 14] = [
+    "Allow",
+    "Allow-Events",
+    "Supported",
+    "Require",
+    "Unsupported",
+    "Session-Expires",
+    "Min-SE",
+    "RSeq",
+    "P-Asserted-Identity",
+    "Warning",
+    "Reason",
+    "Retry-After",
+    "Accept",
+    "Expires",
+];
+
+/// Copies every value of each header in `names` from `from` onto `to`.
+pub(crate) fn copy_headers(
+    names: &[&str],
+    from: &edgeway_sip::Headers,
+    to: &mut edgeway_sip::Headers,
+) {
+    for name in names {
+        let name = HeaderName::parse(name);
+        for v in from.values(&name).unwrap_or_default() {
+            // A value that parsed once re-serializes; a refusal only loses that line.
+            let _ = to.push(name.clone(), v);
+        }
+    }
+}
+
+/// Methods whose 2xx refreshes the remote target, so must carry our Contact.
+fn is_target_refresh(m: &Method) -> bool {
+    matches!(
+        m,
+        Method::Invite | Method::Update | Method::Subscribe | Method::Notify | Method::Refer
+    )
+}
 
 /// Why a message could not be translated.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -69,6 +135,8 @@ struct Forwarded {
     to: Leg,
     seq: u32,
     original: Request,
+    /// When [`DialogPair::expire`] first saw it (set lazily: forwarding needs no clock).
+    seen: Option<Instant>,
 }
 
 /// The outside and inside dialogs of one call.
@@ -79,6 +147,15 @@ pub struct DialogPair {
     forwarded: Vec<Forwarded>,
     /// INVITEs forwarded: (from leg, its CSeq there, our CSeq on the other leg), for ACKs.
     invites: Vec<(Leg, u32, u32)>,
+    /// Our Contact on the outside and inside legs.
+    contacts: [Option<NameAddr>; 2],
+}
+
+fn index(leg: Leg) -> usize {
+    match leg {
+        Leg::Outside => 0,
+        Leg::Inside => 1,
+    }
 }
 
 impl DialogPair {
@@ -89,7 +166,42 @@ impl DialogPair {
             inside,
             forwarded: Vec::new(),
             invites: Vec::new(),
+            contacts: [None, None],
         }
+    }
+
+    /// Our Contact on `leg`: put in target-refresh requests and their 2xx responses.
+    pub fn set_contact(&mut self, leg: Leg, contact: NameAddr) {
+        self.dialog_mut(leg).set_local_contact(contact.clone());
+        self.contacts[index(leg)] = Some(contact);
+    }
+
+    /// Records the call's initial INVITE: received on `from` with CSeq `their_seq`, sent
+    /// on the other leg as `our_seq` (so its ACK and PRACKs map).
+    pub fn initial_invite(&mut self, from: Leg, their_seq: u32, our_seq: u32) {
+        self.invites.retain(|(l, _, _)| *l != from);
+        self.invites.push((from, their_seq, our_seq));
+    }
+
+    /// Applies a response to a request this B2BUA sent on `leg` outside the pair (the
+    /// initial INVITE): a 2xx confirms an early dialog, a target refresh updates it.
+    pub fn dialog_response(&mut self, leg: Leg, response: &Response) -> Result<(), PairError> {
+        self.dialog_mut(leg)
+            .handle_response(response)
+            .map_err(|source| PairError::Dialog { leg, source })
+    }
+
+    /// A new in-dialog request from this B2BUA itself on `leg` (a BYE when the call's
+    /// media went idle): its responses are not forwarded.
+    pub fn create_request(
+        &mut self,
+        leg: Leg,
+        method: Method,
+        via: &Via,
+    ) -> Result<Request, PairError> {
+        self.dialog_mut(leg)
+            .create_request(method, via)
+            .map_err(|source| PairError::Dialog { leg, source })
     }
 
     /// The dialog of `leg`.
@@ -151,11 +263,9 @@ impl DialogPair {
                 .create_request(request.method.clone(), via)
                 .map_err(dialog_err(to))?
         };
-        for name in END_TO_END {
-            let name = HeaderName::parse(name);
-            for v in request.headers.values(&name).unwrap_or_default() {
-                let _ = out.headers.push(name.clone(), v);
-            }
+        copy_headers(&END_TO_END, &request.headers, &mut out.headers);
+        if request.method == Method::Prack {
+            self.translate_rack(from, request, &mut out);
         }
         if let Some(body) = body {
             let ct = request.headers.first(&HeaderName::ContentType);
@@ -172,9 +282,36 @@ impl DialogPair {
                 to,
                 seq: ours,
                 original: request.clone(),
+                seen: None,
             });
         }
         Ok(out)
+    }
+
+    /// `RAck: <rseq> <cseq> INVITE` names the INVITE of the PRACK's own leg: the copy on
+    /// the other leg names the INVITE this pair sent there.
+    fn translate_rack(&self, from: Leg, request: &Request, out: &mut Request) {
+        let Some(rack) = request.headers.first(&HeaderName::RAck) else {
+            return;
+        };
+        let parts: Vec<&str> = rack.split_whitespace().collect();
+        let [rseq, cseq, method] = parts[..] else {
+            return;
+        };
+        let (Ok(rseq), Ok(cseq)) = (rseq.parse::<u32>(), cseq.parse::<u32>()) else {
+            return;
+        };
+        let Some(ours) = self
+            .invites
+            .iter()
+            .find(|(l, s, _)| *l == from && *s == cseq)
+            .map(|(_, _, ours)| *ours)
+        else {
+            return;
+        };
+        let _ = out
+            .headers
+            .push(HeaderName::RAck, format!("{rseq} {ours} {method}"));
     }
 
     /// Translates a response received on `leg` (to a request this pair forwarded there)
@@ -206,6 +343,12 @@ impl DialogPair {
         let tag = self.dialog(from).id().local_tag.clone();
         let original = &self.forwarded[at].original;
         let mut out = original.make_response(response.status, &response.reason, Some(&tag));
+        copy_headers(&RESPONSE_END_TO_END, &response.headers, &mut out.headers);
+        if (101..300).contains(&response.status) && is_target_refresh(&cseq.method) {
+            if let Some(c) = &self.contacts[index(from)] {
+                let _ = out.headers.push(HeaderName::Contact, c.to_string());
+            }
+        }
         if let Some(body) = body {
             let ct = response.headers.first(&HeaderName::ContentType);
             out.set_body(ct, body)
@@ -220,6 +363,33 @@ impl DialogPair {
     /// Requests forwarded and not yet finally answered (for timeouts: answer them 408).
     pub fn outstanding(&self) -> impl Iterator<Item = (Leg, &Request)> {
         self.forwarded.iter().map(|f| (other(f.to), &f.original))
+    }
+
+    /// Gives up forwarded requests unanswered for `timeout` since this was first called
+    /// after they went out (Timer B/F: the far leg never answered): each is settled and
+    /// returned as the 408 to send on the leg its original came from.
+    pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<(Leg, Response)> {
+        let mut gone = Vec::new();
+        let mut kept = Vec::new();
+        for mut f in std::mem::take(&mut self.forwarded) {
+            let seen = *f.seen.get_or_insert(now);
+            if now.saturating_duration_since(seen) >= timeout {
+                gone.push(f);
+            } else {
+                kept.push(f);
+            }
+        }
+        self.forwarded = kept;
+        gone.into_iter()
+            .map(|f| {
+                let from = other(f.to);
+                let tag = self.dialog(from).id().local_tag.clone();
+                (
+                    from,
+                    f.original.make_response(408, "Request Timeout", Some(&tag)),
+                )
+            })
+            .collect()
     }
 }
 

@@ -60,6 +60,7 @@
 //! INVITE/UPDATE, answer in its 2xx; or offer in a 2xx, answer in the ACK).
 #![forbid(unsafe_code)]
 
+mod call;
 mod core;
 mod dialogs;
 mod edge;
@@ -71,6 +72,7 @@ mod session;
 use std::fmt;
 
 pub use crate::core::{CoreCall, CoreConfig, InsideSecurity};
+pub use call::{B2bCall, CallError, NewLeg, SetupOutcome, SetupState};
 pub use dialogs::{DialogPair, PairError};
 pub use edge::{EdgeCall, EdgeConfig};
 pub use error::PlanError;

@@ -196,6 +196,7 @@ struct RawCore {
     dead_peer_timeout_ms: Option<u64>,
     reconnect_max_ms: Option<u64>,
     retry_after_s: Option<u32>,
+    call_setup_timeout_ms: Option<u64>,
     #[serde(default)]
     domains: Vec<RawDomain>,
     #[serde(default)]
@@ -296,6 +297,9 @@ pub struct CoreConfig {
     pub reconnect_max: Duration,
     /// Retry-After seconds sent while in maintenance mode.
     pub retry_after_s: u32,
+    /// A call not answered within this long is cancelled on both legs (default 180 s,
+    /// Unified CM's maximum ring time).
+    pub call_setup_timeout: Duration,
     /// Configured domains.
     pub domains: Vec<DomainConfig>,
     /// Configured Unified CM nodes, in configuration order (which is the route order).
@@ -329,6 +333,8 @@ pub struct Config {
     pub http: Option<HttpConfig>,
     /// Present when `[media]` is.
     pub media: Option<MediaConfig>,
+    /// Edge: automated intrusion protection (`[protection]`; absent: off).
+    pub protection: Option<crate::protect::ProtectionConfig>,
 }
 
 fn required<T>(value: Option<T>, name: &str) -> Result<T, ConfigError> {
@@ -336,8 +342,6 @@ fn required<T>(value: Option<T>, name: &str) -> Result<T, ConfigError> {
 }
 
 fn socket(value: Option<String>, name: &str) -> Result<SocketAddr, ConfigError> {
-    /// Edge: automated intrusion protection (`[protection]`; absent: off).
-    pub protection: Option<crate::protect::ProtectionConfig>,
     let text = required(value, name)?;
     text.parse().map_err(|_| {
         field(
@@ -429,6 +433,12 @@ impl Config {
             key: existing_file(raw_tls.key, "tls.key", base)?,
             ca: existing_file(raw_tls.ca, "tls.ca", base)?,
         };
+        if role == Role::Core && raw.protection.is_some() {
+            return Err(field(
+                "protection",
+                "intrusion protection runs on the edge; the guide recommends it off on the core",
+            ));
+        }
         let (edge, core) = match role {
             Role::Edge => {
                 if raw.core.is_some() {
@@ -436,12 +446,6 @@ impl Config {
                 }
                 (Some(edge_config(required(raw.edge, "edge")?)?), None)
             }
-        if role == Role::Core && raw.protection.is_some() {
-            return Err(field(
-                "protection",
-                "intrusion protection runs on the edge; the guide recommends it off on the core",
-            ));
-        }
             Role::Core => {
                 if raw.edge.is_some() {
                     return Err(field("edge", "present but role is \"core\""));
@@ -462,6 +466,10 @@ impl Config {
             core,
             http: raw.http.map(|h| http_config(h, base)).transpose()?,
             media: raw.media.map(media_config).transpose()?,
+            protection: raw
+                .protection
+                .map(|p| crate::protect::ProtectionConfig::from_raw(p, base))
+                .transpose()?,
         })
     }
 }
@@ -469,10 +477,6 @@ impl Config {
 fn ipv4(value: Option<String>, name: &str) -> Result<std::net::Ipv4Addr, ConfigError> {
     let text = required(value, name)?;
     text.parse()
-            protection: raw
-                .protection
-                .map(|p| crate::protect::ProtectionConfig::from_raw(p, base))
-                .transpose()?,
         .map_err(|_| field(name, format!("{text:?} is not an IPv4 address")))
 }
 
@@ -554,14 +558,14 @@ fn http_config(raw: RawHttp, base: &Path) -> Result<HttpConfig, ConfigError> {
             .allowlist_store
             .map(|p| if p.is_relative() { base.join(p) } else { p }),
         nodes: raw.nodes,
-    })
-}
-
-fn edge_config(raw: RawEdge) -> Result<EdgeConfig, ConfigError> {
         access: match raw.access {
             Some(access) => crate::http::auth::AccessConfig::from_raw(access)?,
             None => crate::http::auth::AccessConfig::absent(),
         },
+    })
+}
+
+fn edge_config(raw: RawEdge) -> Result<EdgeConfig, ConfigError> {
     let max_connections_per_source = raw.max_connections_per_source.unwrap_or(64);
     if max_connections_per_source == 0 {
         return Err(field("edge.max_connections_per_source", "must be above 0"));
@@ -662,6 +666,11 @@ fn core_config(raw: RawCore) -> Result<CoreConfig, ConfigError> {
         )?,
         reconnect_max: millis(raw.reconnect_max_ms, 5_000, "core.reconnect_max_ms")?,
         retry_after_s,
+        call_setup_timeout: millis(
+            raw.call_setup_timeout_ms,
+            180_000,
+            "core.call_setup_timeout_ms",
+        )?,
         domains,
         ucm,
     })

@@ -16,9 +16,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgeway_b2bua::Leg;
+use edgeway_b2bua::{B2bCall, CallError, Leg, NewLeg, PairError, SetupState};
 use edgeway_sip::{
-    ContactList, HeaderName, Host, Message, Method, NameAddr, Request, Response, SipUri, Uri, Via,
+    ContactList, DialogError, HeaderName, Host, Message, Method, NameAddr, Request, Response,
+    SipUri, Uri, Via,
 };
 use serde::Serialize;
 
@@ -161,6 +162,27 @@ pub struct CoreProxy {
     counters: Arc<Counters>,
     /// Calls' media (SRTP re-keying flows), when `[media]` is configured.
     media: Option<CallMedia>,
+    /// The B2BUA's calls, by number.
+    calls: HashMap<u64, CoreCallLegs>,
+    /// Each call's two dialogs' Call-IDs (with the leg) to its number.
+    call_ids: HashMap<(Leg, String), u64>,
+    next_call: u64,
+    call_setup_timeout: Duration,
+    /// The traversal zone went down: every call's outside leg is gone.
+    calls_orphaned: bool,
+}
+
+/// One B2BUA call on the core: its signalling, where its inside leg runs, and its times.
+#[derive(Debug)]
+struct CoreCallLegs {
+    call: B2bCall,
+    /// The Unified CM connection its inside dialog uses.
+    ucm: ConnId,
+    /// The key of its media (the outside Call-ID, the one the edge sees too).
+    media_key: String,
+    started: Instant,
+    /// When it ended (its last responses and ACKs are still absorbed for a while).
+    ended: Option<Instant>,
 }
 
 /// Settings [`CoreProxy::new`] takes (the IO layer knows the bound port).
@@ -186,6 +208,12 @@ pub struct CoreSettings {
 
 /// How long a REGISTER may stay unanswered before its pending state is dropped (64*T1).
 const PENDING_LIFETIME: Duration = Duration::from_secs(32);
+/// Unified CM's default maximum ring time.
+const DEFAULT_CALL_SETUP_TIMEOUT: Duration = Duration::from_secs(180);
+/// A request forwarded in a dialog and unanswered this long gets 408 (64*T1, Timer F).
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(32);
+/// How long an ended call still absorbs its late responses and ACKs (Timer H-like).
+const ENDED_LINGER: Duration = Duration::from_secs(32);
 const BINDING_USER_PREFIX: &str = "b";
 const DEFAULT_EXPIRES: u32 = 3600;
 
@@ -208,7 +236,22 @@ impl CoreProxy {
             next_id: settings.binding_id_base,
             counters,
             media: None,
+            calls: HashMap::new(),
+            call_ids: HashMap::new(),
+            next_call: 1,
+            call_setup_timeout: DEFAULT_CALL_SETUP_TIMEOUT,
+            calls_orphaned: false,
         }
+    }
+
+    /// A call not answered within `timeout` is cancelled on both legs (default 180 s).
+    pub fn set_call_setup_timeout(&mut self, timeout: Duration) {
+        self.call_setup_timeout = timeout;
+    }
+
+    /// Calls the B2BUA holds (in setup, established, or just ended).
+    pub fn call_count(&self) -> usize {
+        self.calls.values().filter(|c| c.ended.is_none()).count()
     }
 
     /// Plans every call's media through `media` from now on.
@@ -227,6 +270,10 @@ impl CoreProxy {
         if let (false, Some(media)) = (up, &mut self.media) {
             media.end_all();
         }
+        if !up && !self.calls.is_empty() {
+            // The inside legs are hung up at the next `call_timeouts`.
+            self.calls_orphaned = true;
+        }
     }
 
     /// Whether the traversal zone is up.
@@ -244,6 +291,10 @@ impl CoreProxy {
     /// Maintenance mode: new registrations get 503 + Retry-After; bindings stay.
     pub fn set_maintenance(&mut self, on: bool) {
         self.maintenance = on;
+        if let Some(m) = &mut self.media {
+            m.log_mut()
+                .set_maintenance(on, edgeway_flowtable::unix_ms());
+        }
     }
 
     /// Whether maintenance mode is on.
@@ -360,6 +411,9 @@ impl CoreProxy {
     pub fn edge_message(&mut self, now: Instant, msg: Message, out: &mut Vec<CoreOutput>) {
         match msg {
             Message::Request(req) => self.edge_request(now, req, out),
+            Message::Response(resp) if self.call_of(Leg::Outside, &resp.headers).is_some() => {
+                self.call_response(now, Leg::Outside, resp, out)
+            }
             Message::Response(mut resp) => {
                 // A client's answer to a request from Unified CM: our Via names the connection.
                 let conn = pop_own_via(&mut resp, &self.host)
@@ -387,6 +441,9 @@ impl CoreProxy {
             Ok(via) => via,
             Err(bytes) => return reply(out, bytes),
         };
+        if let Some(n) = self.call_of(Leg::Outside, &req.headers) {
+            return self.call_request(now, n, Leg::Outside, req, out);
+        }
         let target = if req.method == Method::Register {
             req.headers
                 .to_addr()
@@ -407,10 +464,20 @@ impl CoreProxy {
                 ),
             );
         }
+        if let Some(bytes) = crate::calls::maintenance_refusal(
+            self.maintenance,
+            &req,
+            Leg::Outside,
+            self.retry_after_s,
+            &self.counters,
+            self.media.as_mut(),
+        ) {
+            return reply(out, bytes);
+        }
         if let Err(bytes) = hop(&mut req) {
             return reply(out, bytes);
         }
-        if let Some(media) = &mut self.media {
+        if let (Some(media), false) = (&mut self.media, is_new_call(&req)) {
             if let Err(bytes) = media.request(Leg::Outside, &mut req, None) {
                 return reply(out, bytes);
             }
@@ -427,6 +494,10 @@ impl CoreProxy {
                 ),
             );
         };
+        if is_new_call(&req) {
+            let target = req.uri.clone();
+            return self.start_call(now, Leg::Outside, req, conn, target, Vec::new(), out);
+        }
         let branch = derived_branch(&[
             "core",
             via.branch().unwrap_or(""),
@@ -592,8 +663,11 @@ impl CoreProxy {
         out: &mut Vec<CoreOutput>,
     ) {
         match msg {
+            Message::Response(resp) if self.call_of(Leg::Inside, &resp.headers).is_some() => {
+                self.call_response(now, Leg::Inside, resp, out)
+            }
             Message::Response(resp) => self.ucm_response(now, resp, out),
-            Message::Request(req) => self.ucm_request(conn, req, out),
+            Message::Request(req) => self.ucm_request(now, conn, req, out),
         }
     }
 
@@ -720,12 +794,21 @@ impl CoreProxy {
             .ok()
     }
 
-    fn ucm_request(&mut self, conn: ConnId, mut req: Request, out: &mut Vec<CoreOutput>) {
+    fn ucm_request(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        mut req: Request,
+        out: &mut Vec<CoreOutput>,
+    ) {
         let reply = |out: &mut Vec<CoreOutput>, bytes| out.push(CoreOutput::ToUcm(conn, bytes));
         let via = match check_request(&req, &self.counters) {
             Ok(via) => via,
             Err(bytes) => return reply(out, bytes),
         };
+        if let Some(n) = self.call_of(Leg::Inside, &req.headers) {
+            return self.call_request(now, n, Leg::Inside, req, out);
+        }
         if !self.traversal_up {
             return reply(
                 out,
@@ -738,10 +821,20 @@ impl CoreProxy {
                 ),
             );
         }
+        if let Some(bytes) = crate::calls::maintenance_refusal(
+            self.maintenance,
+            &req,
+            Leg::Inside,
+            self.retry_after_s,
+            &self.counters,
+            self.media.as_mut(),
+        ) {
+            return reply(out, bytes);
+        }
         if let Err(bytes) = hop(&mut req) {
             return reply(out, bytes);
         }
-        if let Some(media) = &mut self.media {
+        if let (Some(media), false) = (&mut self.media, is_new_call(&req)) {
             if let Err(bytes) = media.request(Leg::Inside, &mut req, None) {
                 return reply(out, bytes);
             }
@@ -755,6 +848,11 @@ impl CoreProxy {
         if top_route_is_own {
             // Path mode: Unified CM routes through the core's Path, then the edge's.
             let _ = req.headers.remove_first_value(&HeaderName::Route);
+            if is_new_call(&req) {
+                let routes = route_values(&req);
+                let target = req.uri.clone();
+                return self.start_call(now, Leg::Inside, req, conn, target, routes, out);
+            }
         } else {
             let binding = self
                 .own_binding_id(&req.uri)
@@ -774,6 +872,10 @@ impl CoreProxy {
             };
             let target = NameAddr::parse(&binding.contact).map(|n| n.uri);
             let edge_path = binding.edge_path.clone();
+            if let (true, Ok(uri)) = (is_new_call(&req), &target) {
+                let uri = uri.clone();
+                return self.start_call(now, Leg::Inside, req, conn, uri, vec![edge_path], out);
+            }
             match target {
                 Ok(uri) => req.uri = uri,
                 Err(_) => {
@@ -801,6 +903,358 @@ impl CoreProxy {
             .inbound_requests
             .fetch_add(1, Ordering::Relaxed);
         out.push(CoreOutput::ToEdge(req.to_bytes()));
+    }
+}
+
+/// An INVITE outside any dialog: a new call for the B2BUA.
+fn is_new_call(req: &Request) -> bool {
+    req.method == Method::Invite && req.headers.to_addr().is_ok_and(|t| t.tag().is_none())
+}
+
+/// The Route values a request still carries.
+fn route_values(req: &Request) -> Vec<String> {
+    req.headers
+        .values(&HeaderName::Route)
+        .map(|v| v.into_iter().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn other_leg(leg: Leg) -> Leg {
+    match leg {
+        Leg::Outside => Leg::Inside,
+        Leg::Inside => Leg::Outside,
+    }
+}
+
+fn random_hex() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// The B2BUA: every INVITE outside a dialog, from either side, becomes a call with two
+/// dialogs (see `edgeway_b2bua::B2bCall`); requests and responses of those dialogs are
+/// matched by Call-ID and leg before any proxy logic runs.
+impl CoreProxy {
+    /// The call whose dialog on `leg` has this message's Call-ID.
+    fn call_of(&self, leg: Leg, headers: &edgeway_sip::Headers) -> Option<u64> {
+        let call_id = headers.call_id().ok()?;
+        self.call_ids.get(&(leg, call_id.to_owned())).copied()
+    }
+
+    /// This core's Via on `leg` with a fresh branch (inside: the node's transport).
+    fn leg_via(&self, leg: Leg) -> Via {
+        let mut via = self.own_via(&format!("z9hG4bK-ew{}", random_hex()));
+        via.transport = match leg {
+            Leg::Outside => "TLS".into(),
+            Leg::Inside => match self.nodes.first().map(|n| n.transport) {
+                Some(UcmTransport::Tls) => "TLS".into(),
+                _ => "TCP".into(),
+            },
+        };
+        via
+    }
+
+    /// This core's Contact on `leg`: the peer's in-dialog requests come back to it.
+    fn leg_contact(&self, leg: Leg) -> NameAddr {
+        let mut uri = SipUri::new(Host::Domain(self.host.clone()));
+        uri.port = Some(self.port);
+        let transport = match leg {
+            Leg::Outside => "tls",
+            Leg::Inside => "tcp",
+        };
+        uri.params.set("transport", Some(transport));
+        NameAddr::new(Uri::Sip(uri))
+    }
+
+    fn send_on(out: &mut Vec<CoreOutput>, leg: Leg, ucm: ConnId, bytes: Vec<u8>) {
+        out.push(match leg {
+            Leg::Outside => CoreOutput::ToEdge(bytes),
+            Leg::Inside => CoreOutput::ToUcm(ucm, bytes),
+        });
+    }
+
+    /// A new call: `req` (Max-Forwards already decremented) arrived on `caller`; the
+    /// callee's INVITE goes to `target` through `routes`, the inside leg on `ucm`.
+    #[allow(clippy::too_many_arguments)]
+    fn start_call(
+        &mut self,
+        now: Instant,
+        caller: Leg,
+        mut req: Request,
+        ucm: ConnId,
+        target: Uri,
+        routes: Vec<String>,
+        out: &mut Vec<CoreOutput>,
+    ) {
+        let callee = other_leg(caller);
+        let new_call_id = format!("{}{}@{}", random_hex(), random_hex(), self.host);
+        let media_key = match caller {
+            Leg::Outside => req.headers.call_id().unwrap_or_default().to_owned(),
+            Leg::Inside => new_call_id.clone(),
+        };
+        if let Some(media) = &mut self.media {
+            if let Err(bytes) = media.request_for(&media_key, caller, &mut req, None) {
+                return Self::send_on(out, caller, ucm, bytes);
+            }
+        }
+        let leg = NewLeg {
+            call_id: new_call_id,
+            from_tag: random_hex(),
+            answer_tag: random_hex(),
+            via: self.leg_via(callee),
+            contact: self.leg_contact(callee),
+            answer_contact: self.leg_contact(caller),
+            target,
+            routes,
+        };
+        let body = (!req.body.is_empty()).then(|| req.body.clone());
+        let (call, invite) = match B2bCall::start(caller, &req, leg, body) {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(media) = &mut self.media {
+                    media.end(&media_key);
+                }
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                return Self::send_on(out, caller, ucm, bad_request(&req, &e));
+            }
+        };
+        Self::send_on(out, caller, ucm, call.trying().to_bytes());
+        Self::send_on(out, callee, ucm, invite.to_bytes());
+        let n = self.next_call;
+        self.next_call += 1;
+        for leg in [Leg::Outside, Leg::Inside] {
+            self.call_ids.insert((leg, call.call_id(leg).to_owned()), n);
+        }
+        self.calls.insert(
+            n,
+            CoreCallLegs {
+                call,
+                ucm,
+                media_key,
+                started: now,
+                ended: None,
+            },
+        );
+    }
+
+    /// A request in call `n`'s dialog on `from`.
+    fn call_request(
+        &mut self,
+        now: Instant,
+        n: u64,
+        from: Leg,
+        mut req: Request,
+        out: &mut Vec<CoreOutput>,
+    ) {
+        let to = other_leg(from);
+        let via = self.leg_via(to);
+        let Some(c) = self.calls.get_mut(&n) else {
+            return;
+        };
+        let ucm = c.ucm;
+        if req.method == Method::Cancel {
+            if from != c.call.caller() {
+                let bytes = local_response(&req, 481, "Call/Transaction Does Not Exist", &[]);
+                return Self::send_on(out, from, ucm, bytes);
+            }
+            let (ok, cancel) = c.call.cancel(&req);
+            Self::send_on(out, from, ucm, ok.to_bytes());
+            if let Some(cancel) = cancel {
+                Self::send_on(out, to, ucm, cancel.to_bytes());
+            }
+            return;
+        }
+        if let Some(media) = &mut self.media {
+            if let Err(bytes) = media.request_for(&c.media_key, from, &mut req, None) {
+                if req.method != Method::Ack {
+                    Self::send_on(out, from, ucm, bytes);
+                }
+                return;
+            }
+        }
+        let body = (!req.body.is_empty()).then(|| req.body.clone());
+        match c.call.request(from, &req, &via, body) {
+            Ok(Some(fwd)) => {
+                if req.method == Method::Bye && c.ended.is_none() {
+                    c.ended = Some(now);
+                }
+                Self::send_on(out, to, ucm, fwd.to_bytes());
+            }
+            Ok(None) => {}
+            Err(_) if req.method == Method::Ack => {
+                self.counters
+                    .stray_responses
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let (status, reason) = match e {
+                    CallError::Pair(PairError::Dialog {
+                        source: DialogError::CSeqOutOfOrder { .. },
+                        ..
+                    }) => (500, "Server Internal Error (CSeq out of order)".to_owned()),
+                    e => (481, reason_phrase("Call/Transaction Does Not Exist", &e)),
+                };
+                let bytes = local_response(&req, status, &reason, &[]);
+                Self::send_on(out, from, ucm, bytes);
+            }
+        }
+    }
+
+    /// A response on `leg` for a request of one of the B2BUA's calls.
+    fn call_response(
+        &mut self,
+        now: Instant,
+        leg: Leg,
+        mut resp: Response,
+        out: &mut Vec<CoreOutput>,
+    ) {
+        let Some(n) = self.call_of(leg, &resp.headers) else {
+            return;
+        };
+        let Some(c) = self.calls.get_mut(&n) else {
+            return;
+        };
+        let ucm = c.ucm;
+        let to = other_leg(leg);
+        let method = resp.headers.cseq().map(|c| c.method).ok();
+        if leg != c.call.caller() && c.call.is_setup_response(&resp) {
+            if let Some(media) = &mut self.media {
+                if c.ended.is_none() {
+                    media.response_for(&c.media_key, leg, &mut resp);
+                }
+            }
+            let body = (!resp.body.is_empty()).then(|| resp.body.clone());
+            match c.call.setup_response(&resp, body) {
+                Ok(outcome) => {
+                    if let Some(r) = outcome.to_caller {
+                        Self::send_on(out, to, ucm, r.to_bytes());
+                    }
+                    if let Some(ack) = outcome.to_callee {
+                        Self::send_on(out, leg, ucm, ack.to_bytes());
+                    }
+                    if outcome.ended && c.ended.is_none() {
+                        c.ended = Some(now);
+                        if let Some(media) = &mut self.media {
+                            media.end(&c.media_key);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // An answer this core cannot turn into a dialog: the caller is told.
+                    self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                    let (resp408, cancel) = c.call.give_up();
+                    if let Some(r) = resp408 {
+                        let mut r = r;
+                        r.status = 502;
+                        r.reason = reason_phrase("Bad Gateway", &e);
+                        Self::send_on(out, to, ucm, r.to_bytes());
+                    }
+                    if let Some(cancel) = cancel {
+                        Self::send_on(out, leg, ucm, cancel.to_bytes());
+                    }
+                    c.ended.get_or_insert(now);
+                    if let Some(media) = &mut self.media {
+                        media.end(&c.media_key);
+                    }
+                }
+            }
+            return;
+        }
+        if let Some(media) = &mut self.media {
+            if c.ended.is_none() {
+                media.response_for(&c.media_key, leg, &mut resp);
+            }
+        }
+        let body = (!resp.body.is_empty()).then(|| resp.body.clone());
+        // An error is a response to the core's own BYE, or one for nothing forwarded.
+        if let Ok(back) = c.call.response(leg, &resp, body) {
+            Self::send_on(out, to, ucm, back.to_bytes());
+        }
+        if method == Some(Method::Bye) && resp.status >= 200 {
+            self.forget_call(n);
+        }
+    }
+
+    fn forget_call(&mut self, n: u64) {
+        if let Some(c) = self.calls.remove(&n) {
+            for leg in [Leg::Outside, Leg::Inside] {
+                self.call_ids.remove(&(leg, c.call.call_id(leg).to_owned()));
+            }
+            if let Some(media) = &mut self.media {
+                media.end(&c.media_key);
+            }
+        }
+    }
+
+    /// The B2BUA's timers; call about every second: calls not answered within the setup
+    /// timeout are cancelled (408 to the caller, CANCEL to the callee), requests forwarded
+    /// in a dialog and unanswered for 32 s get 408, calls whose media went idle are hung
+    /// up with BYE on both legs, ended calls are forgotten after 32 s, and after the
+    /// traversal zone went down every call's inside leg is ended.
+    pub fn call_timeouts(&mut self, now: Instant, out: &mut Vec<CoreOutput>) {
+        let idle: Vec<String> = self
+            .media
+            .as_ref()
+            .map(CallMedia::idle_calls)
+            .unwrap_or_default();
+        let orphaned = std::mem::take(&mut self.calls_orphaned);
+        let vias = [self.leg_via(Leg::Outside), self.leg_via(Leg::Inside)];
+        let mut forget = Vec::new();
+        let mut end_media = Vec::new();
+        for (n, c) in &mut self.calls {
+            let ucm = c.ucm;
+            let caller = c.call.caller();
+            if let Some(at) = c.ended {
+                if now.saturating_duration_since(at) >= ENDED_LINGER {
+                    forget.push(*n);
+                }
+                continue;
+            }
+            let setting_up = matches!(
+                c.call.state(),
+                SetupState::Calling | SetupState::Early | SetupState::Cancelling
+            );
+            let media_idle = idle.contains(&c.media_key);
+            if orphaned
+                || media_idle
+                || (setting_up
+                    && now.saturating_duration_since(c.started) >= self.call_setup_timeout)
+            {
+                if setting_up {
+                    let (resp, cancel) = c.call.give_up();
+                    if let (Some(r), false) = (resp, orphaned && caller == Leg::Outside) {
+                        Self::send_on(out, caller, ucm, r.to_bytes());
+                    }
+                    if let Some(cancel) = cancel {
+                        Self::send_on(out, other_leg(caller), ucm, cancel.to_bytes());
+                    }
+                } else {
+                    let reason = if media_idle {
+                        "SIP;cause=408;text=\"media idle\""
+                    } else {
+                        "SIP;cause=503;text=\"traversal zone down\""
+                    };
+                    for (leg, bye) in c.call.hang_up([&vias[0], &vias[1]], reason) {
+                        if !(orphaned && leg == Leg::Outside) {
+                            Self::send_on(out, leg, ucm, bye.to_bytes());
+                        }
+                    }
+                }
+                c.ended = Some(now);
+                end_media.push(c.media_key.clone());
+                continue;
+            }
+            for (leg, r) in c.call.expire(now, TRANSACTION_TIMEOUT) {
+                Self::send_on(out, leg, ucm, r.to_bytes());
+            }
+        }
+        if let Some(media) = &mut self.media {
+            for key in end_media {
+                media.end(&key);
+            }
+        }
+        for n in forget {
+            self.forget_call(n);
+        }
     }
 }
 

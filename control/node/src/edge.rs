@@ -130,6 +130,10 @@ impl EdgeProxy {
     /// Maintenance mode: REGISTER from a flow that has not registered gets 503.
     pub fn set_maintenance(&mut self, on: bool) {
         self.maintenance = on;
+        if let Some(m) = &mut self.media {
+            m.log_mut()
+                .set_maintenance(on, edgeway_flowtable::unix_ms());
+        }
     }
 
     /// Whether maintenance mode is on.
@@ -174,6 +178,16 @@ impl EdgeProxy {
                 ),
             );
         }
+        if let Some(bytes) = crate::calls::maintenance_refusal(
+            self.maintenance,
+            &req,
+            Leg::Outside,
+            self.retry_after_s,
+            &self.counters,
+            self.media.as_mut(),
+        ) {
+            return reply(out, bytes);
+        }
         if !self.traversal_up {
             return reply(
                 out,
@@ -189,6 +203,9 @@ impl EdgeProxy {
         if let Err(bytes) = hop(&mut req) {
             return reply(out, bytes);
         }
+        // Loose routing (RFC 3261 §16.4): the client's route set starts with the edge's
+        // own Record-Route; it has done its job once the request is here.
+        self.pop_own_route(&mut req);
         if let Some(media) = &mut self.media {
             let client = self.flow_addresses.get(&flow).map(|ip| (flow, *ip));
             if let Err(bytes) = media.request(Leg::Outside, &mut req, client) {
@@ -280,27 +297,31 @@ impl EdgeProxy {
         out.push(EdgeOutput::ToClient(flow, resp.to_bytes()));
     }
 
+    /// The flow a URI of this edge names (`ewf<N>@<edge host>`).
+    fn flow_of(&self, uri: &Uri) -> Option<FlowId> {
+        let sip = uri.as_sip()?;
+        if !sip.host.to_string().eq_ignore_ascii_case(&self.host) {
+            return None;
+        }
+        sip.user
+            .as_deref()?
+            .strip_prefix(FLOW_USER_PREFIX)?
+            .parse()
+            .ok()
+    }
+
+    /// Removes the top Route when it is one of this edge's own; the flow it named.
+    fn pop_own_route(&self, req: &mut Request) -> Option<FlowId> {
+        let route = req.headers.routes().ok()?.into_iter().next()?;
+        let flow = self.flow_of(&route.uri)?;
+        req.headers.remove_first_value(&HeaderName::Route).ok()?;
+        Some(flow)
+    }
+
     /// Which flow a request from inside is for: the edge's own Route entry (popped), else
     /// a Request-URI naming the flow.
     fn target_flow(&self, req: &mut Request) -> Option<FlowId> {
-        let flow_of = |uri: &Uri| -> Option<FlowId> {
-            let sip = uri.as_sip()?;
-            if !sip.host.to_string().eq_ignore_ascii_case(&self.host) {
-                return None;
-            }
-            sip.user
-                .as_deref()?
-                .strip_prefix(FLOW_USER_PREFIX)?
-                .parse()
-                .ok()
-        };
-        if let Some(route) = req.headers.routes().ok()?.first() {
-            if let Some(flow) = flow_of(&route.uri) {
-                req.headers.remove_first_value(&HeaderName::Route).ok()?;
-                return Some(flow);
-            }
-        }
-        flow_of(&req.uri)
+        self.pop_own_route(req).or_else(|| self.flow_of(&req.uri))
     }
 
     fn core_request(&mut self, mut req: Request, out: &mut Vec<EdgeOutput>) {
@@ -331,7 +352,10 @@ impl EdgeProxy {
             return reply(out, bytes);
         }
         if let Some(media) = &mut self.media {
-            if let Err(bytes) = media.request(Leg::Inside, &mut req, None) {
+            // A call to the client: its media may latch only from the client's address,
+            // and ends with the client's connection.
+            let client = self.flow_addresses.get(&flow).map(|ip| (flow, *ip));
+            if let Err(bytes) = media.request(Leg::Inside, &mut req, client) {
                 return reply(out, bytes);
             }
         }
@@ -342,7 +366,21 @@ impl EdgeProxy {
             Some(self.port),
             &branch,
         );
-        if let Err(e) = req.headers.prepend(HeaderName::Via, own.to_string()) {
+        let added = req
+            .headers
+            .prepend(HeaderName::Via, own.to_string())
+            .and_then(|()| match req.method {
+                // The edge stays in the dialog's path (Expressway-E record-routes): the
+                // core's later requests name the client's flow through it.
+                Method::Invite | Method::Subscribe | Method::Refer
+                    if req.headers.to_addr().is_ok_and(|t| t.tag().is_none()) =>
+                {
+                    req.headers
+                        .prepend(HeaderName::RecordRoute, self.own_uri(flow))
+                }
+                _ => Ok(()),
+            });
+        if let Err(e) = added {
             return reply(out, bad_request(&req, &e));
         }
         self.counters

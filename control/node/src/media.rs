@@ -40,6 +40,7 @@ use edgeway_b2bua::{
 use edgeway_flowtable::{unix_ms, FlowTable};
 use edgeway_sip::{HeaderName, Method, Request, Response};
 
+use crate::calls::{CallLog, EndCause};
 use crate::counters::Counters;
 use crate::sip_util::local_response;
 
@@ -98,6 +99,8 @@ pub struct CallMedia {
     next_call: u64,
     counters: Arc<Counters>,
     agent: String,
+    /// Call status and history (fed by the `self.log` hooks below).
+    log: CallLog,
 }
 
 impl std::fmt::Debug for CallMedia {
@@ -139,6 +142,7 @@ impl CallMedia {
             next_call: rand::random::<u64>() >> 24,
             counters,
             agent: agent.to_owned(),
+            log: CallLog::new(),
         })
     }
 
@@ -150,6 +154,24 @@ impl CallMedia {
     /// Entries in the node's table (every call's, and any written by hand).
     pub fn flow_count(&self) -> usize {
         self.table.iter().count()
+    }
+
+    /// The node's call status and history.
+    pub fn log(&self) -> &CallLog {
+        &self.log
+    }
+
+    /// The call log, to record what happens outside the media (maintenance, refusals).
+    pub fn log_mut(&mut self) -> &mut CallLog {
+        &mut self.log
+    }
+
+    /// Call `key`'s flows as they stand in the table now (empty for an unknown call).
+    pub fn call_flows(&self, key: &str) -> Vec<crate::calls::FlowView> {
+        self.calls
+            .get(key)
+            .map(|c| crate::calls::flows(&self.table, plan_entries(&c.plan)))
+            .unwrap_or_default()
     }
 
     fn new_call(&mut self, client_ip: Option<Ipv4Addr>, owner: Option<u64>) -> Call {
@@ -180,6 +202,7 @@ impl CallMedia {
                 self.counters
                     .media_table_errors
                     .fetch_add(1, Ordering::Relaxed);
+                self.log.set_cause(call_id, EndCause::MediaRefused(503));
                 self.end(call_id);
                 Err(e.to_string())
             }
@@ -192,6 +215,8 @@ impl CallMedia {
             return;
         };
         let now = unix_ms();
+        let media = crate::calls::flows(&self.table, plan_entries(&call.plan));
+        self.log.ended(call_id, crate::calls::totals(&media), now);
         let mut pool = self.table.ports();
         let update = match &mut call.plan {
             Plan::Edge(c) => c.teardown(now, &mut pool),
@@ -254,14 +279,38 @@ impl CallMedia {
             .map(|(id, _)| id.clone())
             .collect();
         for id in gone {
+            self.log.set_cause(&id, EndCause::ConnectionLost);
             self.end(&id);
         }
+    }
+
+    /// Established calls whose every entry the data plane marked idle or already removed
+    /// for idleness (`[media] idle_timeout_ms`): their media stopped, so they should end.
+    pub fn idle_calls(&self) -> Vec<String> {
+        self.calls
+            .iter()
+            .filter(|(_, c)| c.established)
+            .filter(|(_, c)| {
+                let entries = match &c.plan {
+                    Plan::Edge(p) => p.entries(),
+                    Plan::Core(p) => p.entries(),
+                };
+                !entries.is_empty()
+                    && entries.keys().all(|key| {
+                        self.table
+                            .lookup(key)
+                            .is_none_or(|(slot, _)| self.table.state(slot).idle != 0)
+                    })
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// Ends every call (the traversal zone went down: no call crosses it any more).
     pub fn end_all(&mut self) {
         let all: Vec<String> = self.calls.keys().cloned().collect();
         for id in all {
+            self.log.set_cause(&id, EndCause::ConnectionLost);
             self.end(&id);
         }
     }
@@ -278,6 +327,20 @@ impl CallMedia {
         let Ok(call_id) = req.headers.call_id().map(str::to_owned) else {
             return Ok(());
         };
+        self.request_for(&call_id, from, req, client)
+    }
+
+    /// [`CallMedia::request`] for the call keyed `call_id` whatever the request's own
+    /// Call-ID (the core's B2BUA keys both of a call's dialogs by the outside one).
+    pub fn request_for(
+        &mut self,
+        call_id: &str,
+        from: Leg,
+        req: &mut Request,
+        client: Option<(u64, Ipv4Addr)>,
+    ) -> Result<(), Vec<u8>> {
+        let call_id = call_id.to_owned();
+        self.log.request(&call_id, from, req);
         match req.method {
             Method::Bye | Method::Cancel => {
                 self.end(&call_id);
@@ -286,6 +349,8 @@ impl CallMedia {
             Method::Invite if !self.calls.contains_key(&call_id) => {
                 let call = self.new_call(client.map(|c| c.1), client.map(|c| c.0));
                 self.calls.insert(call_id.clone(), call);
+                self.log
+                    .started(&call_id, self.next_call, from, req, unix_ms());
                 self.counters.calls_started.fetch_add(1, Ordering::Relaxed);
             }
             Method::Invite | Method::Update | Method::Prack | Method::Ack => {}
@@ -307,6 +372,7 @@ impl CallMedia {
             Err(e) => {
                 let (status, warning) = self.refusal(&e);
                 if fresh || req.method == Method::Ack {
+                    self.log.set_cause(&call_id, EndCause::MediaRefused(status));
                     self.end(&call_id);
                 }
                 let reason = match status {
@@ -329,9 +395,16 @@ impl CallMedia {
         let Ok(call_id) = resp.headers.call_id().map(str::to_owned) else {
             return;
         };
+        self.response_for(&call_id, from, resp);
+    }
+
+    /// [`CallMedia::response`] for the call keyed `call_id` (see [`CallMedia::request_for`]).
+    pub fn response_for(&mut self, call_id: &str, from: Leg, resp: &mut Response) {
+        let call_id = call_id.to_owned();
         let Ok(cseq) = resp.headers.cseq() else {
             return;
         };
+        self.log.response(&call_id, from, resp, unix_ms());
         if !matches!(cseq.method, Method::Invite | Method::Update | Method::Prack) {
             return;
         }
@@ -365,6 +438,7 @@ impl CallMedia {
             }
             Err(e) => {
                 let (status, warning) = self.refusal(&e);
+                self.log.set_cause(&call_id, EndCause::MediaRefused(status));
                 self.end(&call_id);
                 resp.status = status;
                 resp.reason = "Media refused".into();
@@ -373,6 +447,16 @@ impl CallMedia {
                 let _ = resp.headers.push(HeaderName::Warning, warning);
             }
         }
+    }
+}
+
+/// The entries a call's plan has handed out.
+fn plan_entries(
+    plan: &Plan,
+) -> &std::collections::BTreeMap<edgeway_flowtable::FlowKey, edgeway_flowtable::FlowEntry> {
+    match plan {
+        Plan::Edge(c) => c.entries(),
+        Plan::Core(c) => c.entries(),
     }
 }
 

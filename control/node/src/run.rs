@@ -287,10 +287,19 @@ trait AdminTarget: Send + Sync + std::fmt::Debug {
     fn status(&self) -> Value;
     fn registrations(&self) -> Value;
     fn set_maintenance(&self, on: bool);
+    /// Current calls (`None`) or the last `n` completed ones (`Some(n)`).
+    fn calls(&self, _history: Option<usize>) -> Value {
+        json!([])
+    }
+    /// `drained` and since when (see [`crate::calls::drain_json`]).
+    fn drain(&self) -> Value {
+        json!({"drained": false})
+    }
 }
 
 /// The admin API: JSON lines on a Unix socket. Commands (a word per line, or a JSON object
-/// with `cmd`): `status`, `registrations`, `maintenance on|off`.
+/// with `cmd`): `status`, `registrations`, `maintenance on|off`, `calls`,
+/// `calls history [--limit N]`.
 async fn serve_admin(listener: tokio::net::UnixListener, target: Arc<dyn AdminTarget>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -316,6 +325,10 @@ async fn serve_admin(listener: tokio::net::UnixListener, target: Arc<dyn AdminTa
     }
 }
 
+/// The answer to `blocked` and `unblock` on a node without protection.
+const PROTECTION_OFF: &str =
+    "intrusion protection is off on this node (it runs on the edge, with a [protection] section)";
+
 fn admin_command(target: &dyn AdminTarget, line: &str) -> Value {
     let words: Vec<String> = match serde_json::from_str::<Value>(line) {
         Ok(v) if v.is_object() => [v.get("cmd"), v.get("arg")]
@@ -325,22 +338,9 @@ fn admin_command(target: &dyn AdminTarget, line: &str) -> Value {
             .collect(),
         _ => line.split_whitespace().map(str::to_owned).collect(),
     };
-/// The answer to `blocked` and `unblock` on a node without protection.
-const PROTECTION_OFF: &str =
-    "intrusion protection is off on this node (it runs on the edge, with a [protection] section)";
-
     match words.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["status"] => json!({"ok": true, "status": target.status()}),
         ["registrations"] => json!({"ok": true, "registrations": target.registrations()}),
-        ["maintenance", on @ ("on" | "off")] => {
-            target.set_maintenance(on == "on");
-            json!({"ok": true, "maintenance": on == "on"})
-        }
-        _ => {
-            json!({"ok": false, "error": format!("unknown command {line:?}: use status, registrations, maintenance on|off")})
-        }
-    }
-}
         ["blocked"] => match target.shield() {
             Some(shield) => json!({"ok": true, "blocked": shield.blocked_json()}),
             None => json!({"ok": false, "error": PROTECTION_OFF}),
@@ -354,6 +354,26 @@ const PROTECTION_OFF: &str =
                 json!({"ok": true, "address": ip.to_string(), "unblocked": shield.unblock(ip)})
             }
         },
+        ["maintenance", on @ ("on" | "off")] => {
+            target.set_maintenance(on == "on");
+            let drain = target.drain();
+            json!({"ok": true, "maintenance": on == "on", "drained": drain["drained"], "drained_at_ms": drain["drained_at_ms"]})
+        }
+        ["calls"] => json!({"ok": true, "calls": target.calls(None)}),
+        ["calls", "history"] => {
+            json!({"ok": true, "history": target.calls(Some(crate::calls::HISTORY_LEN))})
+        }
+        ["calls", "history", "--limit", n] => match n.parse::<usize>() {
+            Ok(n) => json!({"ok": true, "history": target.calls(Some(n))}),
+            Err(_) => {
+                json!({"ok": false, "error": format!("calls history --limit wants a number of calls, not {n:?}")})
+            }
+        },
+        _ => {
+            json!({"ok": false, "error": format!("unknown command {line:?}: use status, registrations, maintenance on|off, calls, calls history [--limit N]")})
+        }
+    }
+}
 
 // ---------------------------------------------------------------- edge
 
@@ -368,6 +388,8 @@ struct EdgeState {
 #[derive(Debug)]
 struct Edge {
     state: Mutex<EdgeState>,
+    /// Intrusion protection (`[protection]`), shared with the HTTPS listeners.
+    shield: Option<Arc<Shield>>,
     counters: Arc<Counters>,
     cfg: EdgeConfig,
     limits: ParseLimits,
@@ -388,8 +410,6 @@ impl Edge {
                     Some((_, tx)) => send(tx, bytes, &self.counters),
                     None => {
                         self.counters
-    /// Intrusion protection (`[protection]`), shared with the HTTPS listeners.
-    shield: Option<Arc<Shield>>,
                             .traversal_down_refused
                             .fetch_add(1, Ordering::Relaxed);
                     }
@@ -406,11 +426,17 @@ impl AdminTarget for Edge {
             "role": "edge",
             "traversal": if s.traversal.is_some() { "up" } else { "down" },
             "maintenance": s.proxy.maintenance(),
+            // `s` is held: the drain state read from it, not through `self.drain()`.
+            "drain": crate::calls::drain_json(s.proxy.maintenance(), s.proxy.media()),
             "client_flows": s.proxy.flow_count(),
             "registered_flows": s.proxy.registered_flows(),
             "media": s.proxy.media().map(|m| m.status_json()),
+            "protection": self.shield.as_ref().map(|p| p.status_json()),
             "counters": self.counters.to_json(),
         })
+    }
+    fn shield(&self) -> Option<&Arc<Shield>> {
+        self.shield.as_ref()
     }
     fn registrations(&self) -> Value {
         // The edge holds flows, not bindings: the core's admin API lists registrations.
@@ -418,6 +444,17 @@ impl AdminTarget for Edge {
     }
     fn set_maintenance(&self, on: bool) {
         lock(&self.state).proxy.set_maintenance(on);
+    }
+    fn calls(&self, history: Option<usize>) -> Value {
+        let s = lock(&self.state);
+        match history {
+            None => crate::calls::calls_json(s.proxy.media()),
+            Some(n) => crate::calls::history_json(s.proxy.media(), n),
+        }
+    }
+    fn drain(&self) -> Value {
+        let s = lock(&self.state);
+        crate::calls::drain_json(s.proxy.maintenance(), s.proxy.media())
     }
 }
 
@@ -431,13 +468,9 @@ fn media_for(
         .map_err(|e| NodeError::Media(e.to_string()))
 }
 
-            "protection": self.shield.as_ref().map(|p| p.status_json()),
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr)
         .await
-    fn shield(&self) -> Option<&Arc<Shield>> {
-        self.shield.as_ref()
-    }
         .map_err(io_error(format!("{what} {addr}")))
 }
 
@@ -479,6 +512,16 @@ async fn start_edge(
             per_source: HashMap::new(),
             traversal: None,
         }),
+        shield: cfg.protection.clone().map(|p| {
+            // Without `xdp_pin_dir`, the pins the data plane recorded for the media table.
+            let recorded = cfg
+                .media
+                .as_ref()
+                .map(|m| edgeway_xdp::pin_dir_for_table(&m.table_dir, None));
+            let shield = Shield::new(p, recorded);
+            shield.spawn_timer();
+            shield
+        }),
         counters,
         cfg: edge_cfg.clone(),
         limits,
@@ -508,6 +551,9 @@ async fn accept_clients(edge: Arc<Edge>, listener: TcpListener, acceptor: TlsAcc
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if edge.shield.as_ref().is_some_and(|p| !p.admit(peer.ip())) {
+            continue; // a blocked source: dropping `tcp` closes it before any TLS
+        }
         {
             let mut s = lock(&edge.state);
             let n = s.per_source.entry(peer.ip()).or_insert(0);
@@ -520,16 +566,6 @@ async fn accept_clients(edge: Arc<Edge>, listener: TcpListener, acceptor: TlsAcc
             *n += 1;
         }
         let _ = tcp.set_nodelay(true);
-        shield: cfg.protection.clone().map(|p| {
-            // Without `xdp_pin_dir`, the pins the data plane recorded for the media table.
-            let recorded = cfg
-                .media
-                .as_ref()
-                .map(|m| edgeway_xdp::pin_dir_for_table(&m.table_dir, None));
-            let shield = Shield::new(p, recorded);
-            shield.spawn_timer();
-            shield
-        }),
         tokio::spawn(client_connection(edge.clone(), tcp, peer, acceptor.clone()));
     }
 }
@@ -551,9 +587,6 @@ async fn client_connection(
 }
 
 async fn serve_client(edge: &Arc<Edge>, tcp: TcpStream, acceptor: TlsAcceptor) {
-        if edge.shield.as_ref().is_some_and(|p| !p.admit(peer.ip())) {
-            continue; // a blocked source: dropping `tcp` closes it before any TLS
-        }
     let counters = &edge.counters;
     let peer = tcp.peer_addr().ok();
     let stream =
@@ -623,6 +656,9 @@ async fn accept_traversal(edge: Arc<Edge>, listener: TcpListener, acceptor: TlsA
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        if edge.shield.as_ref().is_some_and(|p| !p.admit(peer.ip())) {
+            continue; // a blocked source: dropping `tcp` closes it before any TLS
+        }
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             edge.counters
                 .traversal_tls_failed
@@ -656,9 +692,6 @@ async fn accept_traversal(edge: Arc<Edge>, listener: TcpListener, acceptor: TlsA
             drop(permit);
             serve_traversal(&edge, stream).await;
         });
-        if edge.shield.as_ref().is_some_and(|p| !p.admit(peer.ip())) {
-            continue; // a blocked source: dropping `tcp` closes it before any TLS
-        }
     }
 }
 
@@ -770,6 +803,8 @@ impl AdminTarget for Core {
             "role": "core",
             "traversal": if s.edge.is_some() { "up" } else { "down" },
             "maintenance": s.proxy.maintenance(),
+            // `s` is held: the drain state read from it, not through `self.drain()`.
+            "drain": crate::calls::drain_json(s.proxy.maintenance(), s.proxy.media()),
             "sip_path_headers": self.cfg.sip_path_headers,
             "registrations": s.proxy.registrations(Instant::now()).len(),
             "ucm_nodes": nodes,
@@ -795,6 +830,17 @@ impl AdminTarget for Core {
     }
     fn set_maintenance(&self, on: bool) {
         lock(&self.state).proxy.set_maintenance(on);
+    }
+    fn calls(&self, history: Option<usize>) -> Value {
+        let s = lock(&self.state);
+        match history {
+            None => crate::calls::calls_json(s.proxy.media()),
+            Some(n) => crate::calls::history_json(s.proxy.media(), n),
+        }
+    }
+    fn drain(&self) -> Value {
+        let s = lock(&self.state);
+        crate::calls::drain_json(s.proxy.maintenance(), s.proxy.media())
     }
 }
 
@@ -823,6 +869,7 @@ async fn start_core(
         binding_id_base: (u64::from(rand::random::<u32>()) << 32) | 1,
     };
     let mut proxy = CoreProxy::new(settings, counters.clone());
+    proxy.set_call_setup_timeout(core_cfg.call_setup_timeout);
     if let Some(media) = &cfg.media {
         proxy.set_media(media_for(cfg, media, &counters)?);
     }
@@ -850,7 +897,11 @@ async fn start_core(
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
-            lock(&timer.state).proxy.handle_timeout(Instant::now());
+            timer.with_proxy(|p, out| {
+                let now = Instant::now();
+                p.handle_timeout(now);
+                p.call_timeouts(now, out);
+            });
         }
     });
     Ok(core)
