@@ -680,10 +680,14 @@ impl SrtpContext {
                 rtp_salt,
                 ..
             } => {
-                if self.encrypt_rtp {
-                    rtp_cipher.apply_keystream(&cm_iv(rtp_salt, ssrc, index), &mut buf[hdr..len]);
-                }
-                let tag = rtp_auth.tag(&buf[..len], &roc.to_be_bytes());
+                let tag = crypto::encrypt_then_tag(
+                    self.encrypt_rtp.then_some(rtp_cipher),
+                    rtp_auth,
+                    &cm_iv(rtp_salt, ssrc, index),
+                    &mut buf[..len],
+                    hdr,
+                    &roc.to_be_bytes(),
+                );
                 buf[len..len + self.mki_len].copy_from_slice(mk.mki());
                 buf[len + self.mki_len..out_len].copy_from_slice(&tag[..tag_len]);
             }
@@ -728,16 +732,17 @@ impl SrtpContext {
                 else {
                     unreachable!("counter-mode profile has counter-mode keys")
                 };
-                if !rtp_auth.verify(
-                    &buf[..plain_len],
+                let (packet, trailer) = buf[..len].split_at_mut(plain_len);
+                if !crypto::verify_then_decrypt(
+                    self.encrypt_rtp.then_some(rtp_cipher),
+                    rtp_auth,
+                    &cm_iv(rtp_salt, ssrc, index),
+                    packet,
+                    hdr,
                     &roc.to_be_bytes(),
-                    &buf[len - tag_len..len],
+                    &trailer[trailer.len() - tag_len..],
                 ) {
                     return Err(Error::AuthFailed);
-                }
-                if self.encrypt_rtp {
-                    rtp_cipher
-                        .apply_keystream(&cm_iv(rtp_salt, ssrc, index), &mut buf[hdr..plain_len]);
                 }
             }
             true => {
@@ -805,12 +810,16 @@ impl SrtpContext {
                 rtcp_salt,
                 ..
             } => {
-                if self.encrypt_rtcp {
-                    let iv = cm_iv(rtcp_salt, ssrc, index);
-                    rtcp_cipher.apply_keystream(&iv, &mut buf[CLEAR..len]);
-                }
                 buf[len..len + 4].copy_from_slice(&e_index);
-                let tag = rtcp_auth.tag(&buf[..len + 4], &[]);
+                // The E flag and index follow the packet in the authenticated portion.
+                let tag = crypto::encrypt_then_tag(
+                    self.encrypt_rtcp.then_some(rtcp_cipher),
+                    rtcp_auth,
+                    &cm_iv(rtcp_salt, ssrc, index),
+                    &mut buf[..len],
+                    CLEAR,
+                    &e_index,
+                );
                 buf[len + 4..len + 4 + self.mki_len].copy_from_slice(mk.mki());
                 buf[len + 4 + self.mki_len..out_len].copy_from_slice(&tag[..tag_len]);
             }
@@ -875,12 +884,17 @@ impl SrtpContext {
                 else {
                     unreachable!("counter-mode profile has counter-mode keys")
                 };
-                if !rtcp_auth.verify(&buf[..plain_len + 4], &[], &buf[len - tag_len..len]) {
+                let (packet, trailer) = buf[..len].split_at_mut(plain_len);
+                if !crypto::verify_then_decrypt(
+                    encrypted.then_some(rtcp_cipher),
+                    rtcp_auth,
+                    &cm_iv(rtcp_salt, ssrc, index),
+                    packet,
+                    CLEAR,
+                    &trailer[..4],
+                    &trailer[trailer.len() - tag_len..],
+                ) {
                     return Err(Error::AuthFailed);
-                }
-                if encrypted {
-                    let iv = cm_iv(rtcp_salt, ssrc, index);
-                    rtcp_cipher.apply_keystream(&iv, &mut buf[CLEAR..plain_len]);
                 }
             }
             true => {
