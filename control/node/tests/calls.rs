@@ -2,7 +2,10 @@
 //! (`edgeway-dataplane`, edge role relaying and core role re-keying) and ucm-sim with a
 //! simulated secure phone. A TLS client registers and calls the phone; SRTP flows client ->
 //! edge relay -> core re-key -> phone and back; BYE leaves no flow on either node, and an
-//! offer without crypto gets 488 and leaves none.
+//! offer without crypto gets 488 and leaves none. The core is a B2BUA: what ucm-sim receives
+//! (recorded on the wire) is a dialog of its own (Call-ID, From tag, the core's Via and
+//! Contact); UPDATE mid-call, CANCEL before answer (487), the setup timeout (408), BYE
+//! from either side and a call from the inside phone to the client each leave no flow.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -194,20 +197,47 @@ struct Rig {
 /// Each test its own media ranges below the ephemeral range (core `base`.., edge
 /// `base + 2000`.., the edge's demux pair first), so tests run in parallel.
 fn rig(base: u16) -> Rig {
-    let core_dp = Dataplane::start("core", &format!("{base}-{}", base + 999), &[]);
-    let edge = base + 2000;
+    rig_with(base, 999, 2000, |_| {}, None)
+}
+
+/// [`rig`] with `span + 1` ports per node, the edge's range `edge_offset` above the
+/// core's, and `tune` changing the cluster's options before it starts; with `recorder`,
+/// the core reaches ucm-sim through it.
+fn rig_with(
+    base: u16,
+    span: u16,
+    edge_offset: u16,
+    tune: impl FnOnce(&mut ClusterOptions),
+    recorder: Option<&Recorder>,
+) -> Rig {
+    let core_dp = Dataplane::start("core", &format!("{base}-{}", base + span), &[]);
+    let edge = base + edge_offset;
     let edge_dp = Dataplane::start(
         "edge",
-        &format!("{edge}-{}", edge + 999),
+        &format!("{edge}-{}", edge + span),
         &["--demux", "first-pair"],
     );
-    let opts = ClusterOptions {
+    let mut opts = ClusterOptions {
         edge_extra: media_section(&edge_dp.dir, &format!("demux_ports = [{edge}]")),
         core_extra: media_section(&core_dp.dir, "inside_security = \"secure\""),
         users: Some(users()),
         ..ClusterOptions::default()
     };
-    let cluster = Cluster::up(opts);
+    tune(&mut opts);
+    if let Some(r) = recorder {
+        opts.registrar = Some(r.address);
+    }
+    let cluster = match recorder {
+        Some(r) => {
+            let cluster = Cluster::start(opts);
+            *r.target.lock().expect("target") = cluster.ucm.sip_tcp;
+            assert!(cluster.edge.wait_traversal(true, Duration::from_secs(10)));
+            assert!(cluster.core().wait_traversal(true, Duration::from_secs(10)));
+            cluster.wait_ucm();
+            cluster
+        }
+        None => Cluster::up(opts),
+    };
     let mut client = cluster.client();
     let (_, ok) = client.register("alice", 600);
     assert_eq!(ok.status, 200, "{ok:?}");
@@ -455,4 +485,496 @@ fn hold_and_resume_reinvites_keep_the_call_and_media_resumes() {
     assert!(eventually(Duration::from_secs(2), || rig.edge_dp.flows()
         == 0
         && rig.core_dp.flows() == 0));
+}
+
+/// SRTP from the client reaches the phone and the phone's, re-keyed with `crypto`, reaches
+/// and decrypts at the client (150 packets, 3 s).
+fn media_flows_both_ways(
+    rig: &Rig,
+    media: &UdpSocket,
+    edge_media: SocketAddr,
+    crypto: &str,
+    when: &str,
+) {
+    let before = phone_rx(rig);
+    let (received, decrypted) = exchange(
+        media,
+        edge_media,
+        &mut context(CLIENT_CRYPTO),
+        crypto,
+        1,
+        150,
+    );
+    assert!(
+        received > 10,
+        "{when}: media from the phone reached the client: {received}\nucm {:?}",
+        rig.cluster.ucm.calls()
+    );
+    assert_eq!(decrypted, received, "{when}: every packet decrypts");
+    assert!(
+        phone_rx(rig) > before + 10,
+        "{when}: the phone hears the client"
+    );
+}
+
+/// A TCP relay between the core and ucm-sim that records what the core sends: the
+/// inside leg as Unified CM receives it. The core dials it; it connects on once
+/// [`Recorder::target`] is set (ucm-sim starts with the cluster).
+struct Recorder {
+    address: SocketAddr,
+    target: std::sync::Arc<std::sync::Mutex<Option<SocketAddr>>>,
+    sent: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    fn start() -> Recorder {
+        use std::io::{Read, Write};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("recorder");
+        let address = listener.local_addr().expect("recorder address");
+        let target: Arc<Mutex<Option<SocketAddr>>> = Arc::default();
+        let sent: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let (t, log) = (target.clone(), sent.clone());
+        std::thread::spawn(move || {
+            for core in listener.incoming() {
+                let Ok(mut core) = core else { return };
+                let to = loop {
+                    if let Some(to) = *t.lock().expect("target") {
+                        break to;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                };
+                let Ok(mut ucm) = std::net::TcpStream::connect(to) else {
+                    continue;
+                };
+                let (Ok(mut core_r), Ok(mut ucm_w)) = (core.try_clone(), ucm.try_clone()) else {
+                    continue;
+                };
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 8192];
+                    while let Ok(n @ 1..) = core_r.read(&mut buf) {
+                        log.lock().expect("log").extend_from_slice(&buf[..n]);
+                        if ucm_w.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    let _ = ucm_w.shutdown(std::net::Shutdown::Both);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut ucm, &mut core);
+                    let _ = core.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Recorder {
+            address,
+            target,
+            sent,
+        }
+    }
+
+    /// The requests the core sent to Unified CM so far.
+    fn requests(&self) -> Vec<edgeway_sip::Request> {
+        let mut framer = edgeway_sip::StreamFramer::new(edgeway_sip::ParseLimits::default());
+        let bytes = self.sent.lock().expect("log").clone();
+        framer
+            .handle_data(&bytes)
+            .expect("the core's stream frames");
+        std::iter::from_fn(|| framer.poll_frame())
+            .filter_map(|f| match f {
+                edgeway_sip::Frame::Message(edgeway_sip::Message::Request(r)) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn tag_of(addr: &str) -> String {
+    edgeway_sip::NameAddr::parse(addr)
+        .ok()
+        .and_then(|a| a.tag().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// The phone's call in ucm-sim's `calls`, once there is one.
+fn phone_call(rig: &Rig) -> serde_json::Value {
+    let mut found = None;
+    eventually(Duration::from_secs(5), || {
+        found = rig.cluster.ucm.calls().into_iter().next();
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("no call in ucm-sim"))
+}
+
+#[test]
+fn the_inside_leg_is_a_dialog_of_its_own_update_mid_call_and_bye_from_the_phone() {
+    let recorder = Recorder::start();
+    let mut rig = rig_with(21000, 499, 500, |_| {}, Some(&recorder));
+    let (media, ok, edge_media, _) = establish(&mut rig, "call-b2b-1", 21500..22000);
+
+    // On the wire towards Unified CM: a new dialog with the core's identity.
+    let invites: Vec<_> = recorder
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == edgeway_sip::Method::Invite)
+        .collect();
+    let [inside] = &invites[..] else {
+        panic!("one INVITE to Unified CM: {invites:?}");
+    };
+    let h = &inside.headers;
+    let inside_call_id = h.call_id().expect("Call-ID").to_owned();
+    assert_ne!(
+        inside_call_id, "call-b2b-1",
+        "the inside leg has its own Call-ID"
+    );
+    let from = h.from_addr().expect("From");
+    assert_eq!(
+        from.uri.to_string(),
+        "sip:alice@example.com",
+        "identity kept"
+    );
+    assert_ne!(
+        from.tag(),
+        Some("a-call-b2b-1"),
+        "the inside leg has its own From tag"
+    );
+    assert_eq!(inside.uri.to_string(), "sip:phone1@example.com");
+    assert_eq!(h.cseq().expect("CSeq").seq, 1);
+    assert_eq!(
+        h.max_forwards().expect("Max-Forwards"),
+        Some(68),
+        "edge and core each a hop"
+    );
+    let contact = h.first(&HeaderName::Contact).expect("Contact");
+    assert!(
+        contact.contains("core.example.com"),
+        "the core's Contact: {contact}"
+    );
+    let vias = h.via().expect("Via");
+    assert_eq!(vias.len(), 1, "only the core's Via goes inside: {vias:?}");
+    assert_eq!(vias[0].host.to_string(), "core.example.com");
+    let text = String::from_utf8_lossy(&inside.to_bytes()).into_owned();
+    for outside in [
+        "call-b2b-1",
+        "edge.example.com",
+        &rig.client.local.to_string(),
+    ] {
+        assert!(!text.contains(outside), "{outside} leaked inside:\n{text}");
+    }
+    assert!(
+        !text.contains("WVNfX19zZW1jdGwg"),
+        "the client's key went inside"
+    );
+    let call = phone_call(&rig);
+    assert_eq!(
+        call["call_id"],
+        inside_call_id.as_str(),
+        "ucm-sim sees the inside dialog"
+    );
+    // The client's dialog is the outside one: its own tags, the core's Contact.
+    assert_eq!(ok.headers.call_id().expect("Call-ID"), "call-b2b-1");
+    assert!(
+        !tag_of(ok.headers.first(&HeaderName::To).expect("To")).is_empty(),
+        "the core's To tag"
+    );
+    assert!(ok
+        .headers
+        .first(&HeaderName::Contact)
+        .is_some_and(|c| c.contains("core.example.com")));
+
+    // UPDATE mid-call (what the commercial edge lacks): new offer, answered by the phone.
+    let port = media.local_addr().expect("addr").port();
+    let update = with_sdp(
+        in_dialog(&rig.client, "UPDATE", 2, &ok),
+        &client_offer(port, 2, "sendrecv"),
+    );
+    rig.client.send_raw(&update).expect("UPDATE");
+    let answered = final_response(&mut rig.client);
+    assert_eq!(answered.status, 200, "{answered:?}");
+    assert_eq!(answered.headers.cseq().expect("CSeq").seq, 2);
+    let (again, crypto) = media_of(&String::from_utf8_lossy(&answered.body));
+    assert_eq!(again, edge_media, "the edge keeps the call's port");
+    assert_eq!(rig.edge_dp.flows(), 4);
+    assert_eq!(rig.core_dp.flows(), 4);
+    media_flows_both_ways(
+        &rig,
+        &media,
+        edge_media,
+        &crypto.expect("crypto"),
+        "after UPDATE",
+    );
+    let updates = recorder
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == edgeway_sip::Method::Update)
+        .count();
+    assert_eq!(
+        updates, 1,
+        "the UPDATE crossed as an UPDATE of the inside dialog"
+    );
+
+    // BYE from the phone: the client gets it in its own dialog and the flows go.
+    let n = call["call"].as_u64().expect("call number");
+    rig.cluster.ucm.hangup(n).expect("hangup");
+    let bye = rig
+        .client
+        .recv_request(Duration::from_secs(5))
+        .expect("BYE reaches the client");
+    assert_eq!(bye.method, edgeway_sip::Method::Bye);
+    assert_eq!(bye.headers.call_id().expect("Call-ID"), "call-b2b-1");
+    assert_eq!(
+        bye.headers.to_addr().expect("To").tag(),
+        Some("a-call-b2b-1"),
+        "addressed to the client's tag"
+    );
+    rig.client.respond(&bye, 200);
+    assert!(
+        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
+            && rig.core_dp.flows() == 0),
+        "flows left after the phone's BYE: edge {} core {}",
+        rig.edge_dp.flows(),
+        rig.core_dp.flows()
+    );
+    assert!(eventually(Duration::from_secs(3), || rig
+        .cluster
+        .ucm
+        .calls()
+        .is_empty()));
+}
+
+/// The INVITE of call `call_id` from the rig's client with an SRTP offer (media on `port`).
+fn srtp_invite(rig: &Rig, call_id: &str, port: u16) -> Vec<u8> {
+    invite(&rig.client, call_id, &client_offer(port, 1, "sendrecv"))
+}
+
+/// CANCEL, or the ACK of a non-2xx, for the rig's INVITE of `call_id`.
+fn invite_sibling(rig: &Rig, method: &str, call_id: &str, to: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:phone1@example.com SIP/2.0\r\n\
+Via: SIP/2.0/TLS {local};branch=z9hG4bK-inv-{call_id}\r\n\
+Max-Forwards: 70\r\n\
+From: <sip:alice@example.com>;tag=a-{call_id}\r\n\
+To: {to}\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1 {method}\r\n\
+Content-Length: 0\r\n\r\n",
+        local = rig.client.local,
+    )
+    .into_bytes()
+}
+
+#[test]
+fn cancel_before_answer_gets_487_and_an_unanswered_call_times_out_with_408() {
+    let mut rig = rig_with(
+        23000,
+        499,
+        500,
+        |o| o.core_extra = format!("call_setup_timeout_ms = 3000\n{}", o.core_extra),
+        None,
+    );
+    rig.cluster.ucm.answer_mode("phone1", "ring");
+
+    // CANCEL while the phone rings.
+    rig.client
+        .send_raw(&srtp_invite(&rig, "call-cancel-1", 40000))
+        .expect("INVITE");
+    assert!(
+        eventually(Duration::from_secs(5), || rig
+            .cluster
+            .ucm
+            .calls()
+            .first()
+            .is_some_and(|c| c["state"] == "ringing")),
+        "the phone rings: {:?}",
+        rig.cluster.ucm.calls()
+    );
+    rig.client
+        .send_raw(&invite_sibling(
+            &rig,
+            "CANCEL",
+            "call-cancel-1",
+            "<sip:phone1@example.com>",
+        ))
+        .expect("CANCEL");
+    let mut finals: Vec<Response> = (0..2).map(|_| final_response(&mut rig.client)).collect();
+    finals.sort_by_key(|r| r.status);
+    assert_eq!(finals[0].status, 200, "CANCEL answered: {finals:?}");
+    assert_eq!(
+        finals[0].headers.cseq().expect("CSeq").method,
+        edgeway_sip::Method::Cancel
+    );
+    assert_eq!(finals[1].status, 487, "the INVITE terminated: {finals:?}");
+    let to = finals[1]
+        .headers
+        .first(&HeaderName::To)
+        .expect("To")
+        .to_owned();
+    rig.client
+        .send_raw(&invite_sibling(&rig, "ACK", "call-cancel-1", &to))
+        .expect("ACK");
+    assert_eq!(
+        rig.cluster.ucm.counter("calls_cancelled"),
+        1,
+        "the phone saw the CANCEL"
+    );
+    assert!(
+        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
+            && rig.core_dp.flows() == 0
+            && rig.cluster.ucm.calls().is_empty()),
+        "left after CANCEL: edge {} core {} ucm {:?}",
+        rig.edge_dp.flows(),
+        rig.core_dp.flows(),
+        rig.cluster.ucm.calls()
+    );
+
+    // Nobody answers: after the setup timeout the caller gets 408 and the phone a CANCEL.
+    let sent = std::time::Instant::now();
+    rig.client
+        .send_raw(&srtp_invite(&rig, "call-timeout-1", 40002))
+        .expect("INVITE");
+    let timed_out = final_response(&mut rig.client);
+    assert_eq!(timed_out.status, 408, "{timed_out:?}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(2500),
+        "408 only after the setup timeout: {:?}",
+        sent.elapsed()
+    );
+    let to = timed_out
+        .headers
+        .first(&HeaderName::To)
+        .expect("To")
+        .to_owned();
+    rig.client
+        .send_raw(&invite_sibling(&rig, "ACK", "call-timeout-1", &to))
+        .expect("ACK");
+    assert!(
+        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
+            && rig.core_dp.flows() == 0
+            && rig.cluster.ucm.calls().is_empty()),
+        "left after the setup timeout: edge {} core {} ucm {:?}",
+        rig.edge_dp.flows(),
+        rig.core_dp.flows(),
+        rig.cluster.ucm.calls()
+    );
+    assert_eq!(rig.cluster.ucm.counter("calls_cancelled"), 2);
+}
+
+#[test]
+fn a_call_from_the_inside_phone_reaches_the_client_with_srtp_and_the_clients_bye_ends_it() {
+    let mut rig = rig_with(25000, 499, 500, |_| {}, None);
+    let media = std::iter::repeat_with(|| UdpSocket::bind("127.0.0.1:0").expect("client media"))
+        .find(|s| s.local_addr().is_ok_and(|a| a.port() % 2 == 0))
+        .expect("an even port");
+    media.set_nonblocking(true).expect("nonblocking");
+    let port = media.local_addr().expect("addr").port();
+    rig.cluster
+        .ucm
+        .call("phone1", "alice")
+        .expect("ucm-sim call");
+    let invite = rig
+        .client
+        .recv_request(Duration::from_secs(10))
+        .unwrap_or_else(|| {
+            panic!(
+                "INVITE to the client\ncore:\n{}",
+                rig.cluster.core().log.text()
+            )
+        });
+    assert_eq!(invite.method, edgeway_sip::Method::Invite);
+    let outside_call_id = invite.headers.call_id().expect("Call-ID").to_owned();
+    let call = phone_call(&rig);
+    assert_ne!(call["call_id"], outside_call_id.as_str(), "two dialogs");
+    assert!(
+        invite
+            .uri
+            .to_string()
+            .contains(&rig.client.local.to_string()),
+        "to the client's registered Contact: {}",
+        invite.uri
+    );
+    let contact = invite.headers.first(&HeaderName::Contact).expect("Contact");
+    assert!(contact.contains("core.example.com"), "{contact}");
+    let offer = String::from_utf8_lossy(&invite.body).into_owned();
+    let (edge_media, _) = media_of(&offer);
+    assert!((25500..26000).contains(&edge_media.port()), "{offer}");
+    // The core offers its suites strongest first; the client picks AES_CM_128_HMAC_SHA1_80
+    // and answers with that line's tag and a key of its own.
+    let crypto = offer
+        .lines()
+        .filter_map(|l| l.strip_prefix("a=crypto:"))
+        .find(|c| c.split(' ').nth(1) == Some("AES_CM_128_HMAC_SHA1_80"))
+        .unwrap_or_else(|| panic!("an AES_CM_128_HMAC_SHA1_80 offer: {offer}"))
+        .trim()
+        .to_owned();
+    let tag = crypto.split(' ').next().expect("tag");
+    let client_key = CLIENT_CRYPTO.split_once(' ').expect("key").1;
+
+    // The client answers; the core ACKs the 2xx on the client's dialog.
+    let mut ok = invite.make_response(200, "OK", Some("alice-1"));
+    ok.headers
+        .push(
+            HeaderName::Contact,
+            format!("<sip:alice@{};transport=tls>", rig.client.local),
+        )
+        .expect("Contact");
+    let answer = format!(
+        "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {port} RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:{tag} {client_key}\r\na=sendrecv\r\n"
+    );
+    ok.set_body(Some("application/sdp"), answer.into_bytes())
+        .expect("body");
+    rig.client.send_raw(&ok.to_bytes()).expect("200");
+    let ack = rig
+        .client
+        .recv_request(Duration::from_secs(5))
+        .expect("ACK for the 2xx");
+    assert_eq!(ack.method, edgeway_sip::Method::Ack);
+    assert_eq!(ack.headers.call_id().expect("Call-ID"), outside_call_id);
+    assert_eq!(rig.edge_dp.flows(), 4, "edge relay entries");
+    assert_eq!(rig.core_dp.flows(), 4, "core re-key entries");
+    assert!(eventually(Duration::from_secs(3), || phone_call(&rig)
+        ["state"]
+        == "established"));
+
+    media_flows_both_ways(&rig, &media, edge_media, &crypto, "the call from the phone");
+
+    // The client hangs up in its dialog: Route from the INVITE's Record-Route (the edge).
+    let routes: String = invite
+        .headers
+        .values(&HeaderName::RecordRoute)
+        .expect("Record-Route")
+        .into_iter()
+        .map(|r| format!("Route: {r}\r\n"))
+        .collect();
+    assert!(
+        routes.contains("edge.example.com"),
+        "the edge record-routes: {routes}"
+    );
+    let target = edgeway_sip::NameAddr::parse(contact).expect("Contact").uri;
+    let bye = format!(
+        "BYE {target} SIP/2.0\r\n\
+Via: SIP/2.0/TLS {local};branch=z9hG4bK-bye-in-1\r\n\
+Max-Forwards: 70\r\n\
+{routes}From: {to};tag=alice-1\r\n\
+To: {from}\r\n\
+Call-ID: {outside_call_id}\r\n\
+CSeq: 1 BYE\r\n\
+Content-Length: 0\r\n\r\n",
+        local = rig.client.local,
+        to = invite.headers.first(&HeaderName::To).expect("To"),
+        from = invite.headers.first(&HeaderName::From).expect("From"),
+    );
+    rig.client.send_raw(bye.as_bytes()).expect("BYE");
+    let bye_ok = final_response(&mut rig.client);
+    assert_eq!(bye_ok.status, 200, "{bye_ok:?}");
+    assert!(
+        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
+            && rig.core_dp.flows() == 0
+            && rig.cluster.ucm.calls().is_empty()),
+        "left after the client's BYE: edge {} core {} ucm {:?}",
+        rig.edge_dp.flows(),
+        rig.core_dp.flows(),
+        rig.cluster.ucm.calls()
+    );
 }
