@@ -331,18 +331,39 @@ transport = "{transport}"
 }
 
 impl Cluster {
+/// A test CA in `dir` with the pair's certificates: `edge.example.com` (SANs the name and
+/// 127.0.0.1, both EKUs) and `core.example.com` with `core_eku`.
+pub fn pair_pki(dir: &Path, core_eku: Eku) -> TestPki {
+    let pki = TestPki::new(dir).expect("pki");
+    pki.issue(
+        "edge.example.com",
+        &["edge.example.com", "127.0.0.1"],
+        Eku::Both,
+    )
+    .expect("edge cert");
+    pki.issue("core.example.com", &["core.example.com"], core_eku)
+        .expect("core cert");
+    pki
+}
+
+/// Whether curl is installed; without it, under `CI=true` this panics, elsewhere it says
+/// what was not tested and the test returns.
+pub fn curl_present(what: &str) -> bool {
+    let found = Command::new("curl").arg("--version").output().is_ok();
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "curl is missing (scripts/setup installs it); under CI=true this fails"
+        );
+        eprintln!("SKIPPED: curl not installed: {what} not tested");
+    }
+    found
+}
+
     /// Starts the CA, ucm-sim, the edge and the core.
     pub fn start(opts: ClusterOptions) -> Cluster {
         let dir = Scratch::new("cluster");
-        let pki = TestPki::new(dir.path()).expect("pki");
-        pki.issue(
-            "edge.example.com",
-            &["edge.example.com", "127.0.0.1"],
-            Eku::Both,
-        )
-        .expect("edge cert");
-        pki.issue("core.example.com", &["core.example.com"], opts.core_eku)
-            .expect("core cert");
+        let pki = pair_pki(dir.path(), opts.core_eku);
         let ucm_cert = pki
             .issue("ucm.example.com", &["127.0.0.1"], Eku::ServerAuth)
             .expect("ucm cert");
@@ -719,4 +740,81 @@ pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(25));
     }
     false
+}
+
+/// ucm-sim with its HTTP side (UDS, TFTP, vmrest, the OAuth issuer) on plain HTTP and on
+/// HTTPS, the certificate `ucm.example.com` (IP SAN 127.0.0.1) from `pki`; stopped on drop.
+#[derive(Debug)]
+pub struct UcmHttpSim {
+    process: PeerProcess,
+    /// Its output.
+    pub log: OutputLog,
+    /// SIP over TCP.
+    pub sip_tcp: SocketAddr,
+    /// The HTTP side in plain HTTP (TFTP files).
+    pub http: SocketAddr,
+    /// The HTTP side over TLS (UDS, vmrest, OAuth).
+    pub https: SocketAddr,
+    /// Its admin API.
+    pub admin: SocketAddr,
+}
+
+impl UcmHttpSim {
+    /// Starts ucm-sim in `dir` with `users` (TOML) and further arguments `extra`.
+    pub fn start(dir: &Path, pki: &TestPki, users: &str, extra: &[&str]) -> UcmHttpSim {
+        let cert = pki
+            .issue("ucm.example.com", &["127.0.0.1"], Eku::ServerAuth)
+            .expect("ucm-sim certificate");
+        let users_path = dir.join("ucm-users.toml");
+        std::fs::write(&users_path, users).expect("users file");
+        let ready = dir.join("ucm-http.ready");
+        let _ = std::fs::remove_file(&ready);
+        let mut process = PeerProcess::spawn(
+            Command::new(peers::ucm_sim_binary())
+                .args(["--sip-tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+                .args(["--https", "127.0.0.1:0", "--domain", "example.com"])
+                .arg("--cert")
+                .arg(&cert.cert_path)
+                .arg("--key")
+                .arg(&cert.key_path)
+                .arg("--users")
+                .arg(&users_path)
+                .arg("--ready-file")
+                .arg(&ready)
+                .args(extra),
+        );
+        let v = wait_ready(&mut process, &ready, "ucm-sim");
+        let addr = |k: &str| -> SocketAddr {
+            v[k].as_str()
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| panic!("ucm-sim ready file lacks {k}: {v}"))
+        };
+        UcmHttpSim {
+            log: process.log.clone(),
+            sip_tcp: addr("sip_tcp"),
+            http: addr("http"),
+            https: addr("https"),
+            admin: addr("admin"),
+            process,
+        }
+    }
+
+    /// One of its admin API's counters.
+    pub fn counter(&self, name: &str) -> u64 {
+        let mut s = TcpStream::connect(self.admin).expect("ucm-sim admin API");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        writeln!(s, "{{\"cmd\":\"counters\"}}").expect("admin command");
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line).expect("admin reply");
+        let v: Value = serde_json::from_str(&line).expect("admin JSON");
+        v["counters"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name}: {line}"))
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.process.exited().is_none()
+    }
 }

@@ -4,11 +4,18 @@
 //! The allow list is the automatic rules of the configured Unified CM nodes (UDS on
 //! `uds_port`, TFTP on `tftp_port`) and `[[http.nodes]]`, plus the rules store, re-read
 //! whenever its modification time changes.
+//!
+//! Before the allow list, every request naming a domain (get_edge_config and the tunnelled
+//! form: UDS, TFTP, vmrest, ...) passes MRA access control ([`super::auth`]): this layer
+//! asks Unified CM about passwords the cache does not hold (UDS `GET
+//! /cucm-uds/user/<user>` with the client's own `Authorization`, on each `core.ucm` node in
+//! turn) and fetches the token signing keys (`GET /oauth/keys` on the same servers, the
+//! "Refresh servers") at start and when a token names an unknown key.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use edgeway_allowlist::{automatic_rules, AllowList, Node, NodeKind, Rule, RuleStore, Scheme};
 use http_body_util::BodyExt;
@@ -18,6 +25,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::auth::{self, AccessControl, CheckOutcome, Decision, Step};
 use super::route::{self, EdgeConfigDoc, Route, Server};
 use super::{body, strip_hop_by_hop, text, Body, HttpCounters, HttpError};
 use crate::config::{Config, CoreConfig, HttpConfig};
@@ -64,6 +72,7 @@ struct HttpCore {
     rules: Mutex<Rules>,
     upstream_tls: TlsConnector,
     counters: Arc<HttpCounters>,
+    access: Mutex<AccessControl>,
 }
 
 fn ucm_nodes(cfg: &CoreConfig, http: &HttpConfig) -> Vec<Node> {
@@ -122,8 +131,22 @@ pub fn start(
         }),
         upstream_tls: TlsConnector::from(tls::client(None, roots)?),
         counters: Arc::new(HttpCounters::default()),
+        access: Mutex::new(AccessControl::new(
+            http.access.clone(),
+            rand::random(),
+            Instant::now(),
+        )),
     });
     let counters = state.counters.clone();
+    if http.access.path == auth::AuthenticationPath::None {
+        eprintln!(
+            "edgeway-control: MRA access control: authentication path None (no [http.access]): \
+             the core authenticates no HTTP request"
+        );
+    }
+    if http.access.accepts_tokens() {
+        tokio::spawn(fetch_keys_at_start(state.clone()));
+    }
     tokio::spawn(dial_tunnel(state, tunnel_address, tunnel_tls));
     Ok(counters)
 }
@@ -217,15 +240,21 @@ async fn answer(
     };
     match route {
         Route::EdgeConfig { domain } => Ok(match edge_config(&core, &domain) {
-            Some(xml) if request.method() == hyper::Method::GET => {
-                body(StatusCode::OK, "application/xml", xml)
+            Some(_) if request.method() != hyper::Method::GET => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "get_edge_config takes GET")
             }
-            Some(_) => text(StatusCode::METHOD_NOT_ALLOWED, "get_edge_config takes GET"),
+            Some(xml) => match access_refusal(&core, &domain, &request).await {
+                Some(refusal) => refusal,
+                None => body(StatusCode::OK, "application/xml", xml),
+            },
             None => not_found(&format!("domain {domain} is not configured")),
         }),
         Route::Tunnel { domain, url } => {
             if !core.cfg.domains.iter().any(|d| d.name == domain) {
                 return Ok(not_found(&format!("domain {domain} is not configured")));
+            }
+            if let Some(refusal) = access_refusal(&core, &domain, &request).await {
+                return Ok(refusal);
             }
             let decision = {
                 let mut rules = core.rules.lock().unwrap_or_else(|p| p.into_inner());
@@ -248,6 +277,210 @@ async fn answer(
                 }
             }
         }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn lock_access(core: &HttpCore) -> std::sync::MutexGuard<'_, AccessControl> {
+    core.access.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// MRA access control for one request naming `domain`: `None` to go on, or the answer.
+async fn access_refusal(
+    core: &HttpCore,
+    domain: &str,
+    request: &Request<Incoming>,
+) -> Option<Response<Body>> {
+    let authorization = request.headers().get(hyper::header::AUTHORIZATION);
+    let header = authorization.map(|v| v.as_bytes());
+    let mut fetched = false;
+    let decision = loop {
+        let step = lock_access(core).authorize(Instant::now(), unix_now(), domain, header);
+        match step {
+            Step::Decided(d) => break d,
+            Step::CheckWithUnifiedCm(check) => {
+                let outcome = match authorization {
+                    Some(value) => check_with_unified_cm(core, &check.user, value).await,
+                    None => CheckOutcome::Rejected,
+                };
+                break lock_access(core).basic_checked(Instant::now(), check, outcome);
+            }
+            // authorize asks at most once per KEY_REFETCH_INTERVAL; `fetched` is a second
+            // guard against looping.
+            Step::FetchKeys if !fetched => {
+                fetched = true;
+                refresh_keys(core).await;
+            }
+            Step::FetchKeys => {
+                break Decision::Refused {
+                    challenges: Vec::new(),
+                    reason: "token signed by an unknown key".into(),
+                }
+            }
+        }
+    };
+    core.counters.access.count(&decision);
+    access_answer(request, decision)
+}
+
+/// The response for a decision that is not `Allowed`.
+fn access_answer(request: &Request<Incoming>, decision: Decision) -> Option<Response<Body>> {
+    let status = StatusCode::from_u16(decision.status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let (message, challenges, retry_after) = match decision {
+        Decision::Allowed { .. } => return None,
+        Decision::Challenge { challenges } => (
+            "authentication required (MRA access control)".to_owned(),
+            challenges,
+            None,
+        ),
+        Decision::Refused { challenges, reason } => (reason, challenges, None),
+        Decision::Forbidden { challenge } => (
+            "the user's access policy does not allow Mobile and Remote Access".to_owned(),
+            vec![challenge],
+            None,
+        ),
+        Decision::TooMany {
+            user,
+            retry_after_s,
+        } => (
+            format!("too many authorizations for {user:?} (authorization rate control)"),
+            Vec::new(),
+            Some(retry_after_s),
+        ),
+        Decision::Unavailable { reason } => (
+            format!("cannot check credentials with Unified CM: {reason}"),
+            Vec::new(),
+            None,
+        ),
+    };
+    eprintln!(
+        "edgeway-control: MRA access control: {status} for {} {}: {message}",
+        request.method(),
+        request.uri().path()
+    );
+    let mut response = text(status, &message);
+    let headers = response.headers_mut();
+    for challenge in challenges {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(&challenge) {
+            headers.append(hyper::header::WWW_AUTHENTICATE, v);
+        }
+    }
+    if let Some(seconds) = retry_after {
+        headers.insert(hyper::header::RETRY_AFTER, seconds.into());
+    }
+    Some(response)
+}
+
+/// RFC 3986 percent-encoding of everything but unreserved characters, so a user name can
+/// never add path segments to the UDS URL.
+fn path_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One GET to `path` on each Unified CM node's UDS port in turn, until one answers.
+async fn ask_unified_cm(
+    core: &HttpCore,
+    path: &str,
+    authorization: Option<&hyper::header::HeaderValue>,
+) -> Result<(StatusCode, bytes::Bytes), String> {
+    let mut last = "no core.ucm node configured".to_owned();
+    for ucm in &core.cfg.ucm {
+        let mut request = Request::get(path);
+        if let Some(value) = authorization {
+            request = request.header(hyper::header::AUTHORIZATION, value.clone());
+        }
+        let authority = format!("{}:{}", ucm.host, core.http.uds_port);
+        let request = match request
+            .header(hyper::header::HOST, authority.as_str())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+        {
+            Ok(r) => r,
+            Err(e) => return Err(format!("request: {e}")),
+        };
+        let answer = async {
+            let response =
+                internal_exchange(core, Scheme::Https, &ucm.host, core.http.uds_port, request)
+                    .await?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), 256 * 1024)
+                .collect()
+                .await
+                .map_err(|e| format!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<_, String>((status, body))
+        };
+        match answer.await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => last = format!("{authority}: {e}"),
+        }
+    }
+    Err(last)
+}
+
+/// Asks Unified CM (UDS) whether the client's credentials for `user` are right.
+async fn check_with_unified_cm(
+    core: &HttpCore,
+    user: &str,
+    authorization: &hyper::header::HeaderValue,
+) -> CheckOutcome {
+    let path = format!("/cucm-uds/user/{}", path_segment(user));
+    match ask_unified_cm(core, &path, Some(authorization)).await {
+        Ok((status, _)) if status.is_success() => CheckOutcome::Accepted,
+        Ok((StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND, _)) => {
+            CheckOutcome::Rejected
+        }
+        Ok((status, _)) => CheckOutcome::Unreachable(format!("UDS answered {status}")),
+        Err(e) => CheckOutcome::Unreachable(e),
+    }
+}
+
+/// Fetches the signing keys from the refresh servers (every Unified CM node) and installs
+/// what came; returns whether any keys came.
+async fn refresh_keys(core: &HttpCore) -> bool {
+    match ask_unified_cm(core, "/oauth/keys", None).await {
+        Ok((status, body)) if status.is_success() => {
+            match auth::token::KeySet::from_document(&String::from_utf8_lossy(&body)) {
+                Ok(keys) => {
+                    lock_access(core).install_keys(keys);
+                    true
+                }
+                Err(e) => {
+                    eprintln!("edgeway-control: refresh servers: {e}");
+                    false
+                }
+            }
+        }
+        Ok((status, _)) => {
+            eprintln!("edgeway-control: refresh servers: /oauth/keys answered {status}");
+            false
+        }
+        Err(e) => {
+            eprintln!("edgeway-control: refresh servers: {e}");
+            false
+        }
+    }
+}
+
+/// At start: fetch the signing keys, retrying with backoff until a fetch succeeds.
+async fn fetch_keys_at_start(core: Arc<HttpCore>) {
+    let mut backoff = Duration::from_millis(200);
+    while !refresh_keys(&core).await {
+        tokio::time::sleep(backoff).await;
+        backoff = crate::run::next_backoff(backoff, core.cfg.reconnect_max);
     }
 }
 
@@ -278,15 +511,6 @@ async fn send_upstream(
         url: target.to_string(),
         reason,
     };
-    let host = target.host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        TcpStream::connect((host, target.port)),
-    )
-    .await
-    .map_err(|_| fail("connect timed out".into()))?
-    .map_err(|e| fail(format!("connect: {e}")))?;
-    let _ = tcp.set_nodelay(true);
     let (mut parts, body) = request.into_parts();
     let mut path = target.path.clone();
     if let Some(q) = &target.query {
@@ -301,20 +525,9 @@ async fn send_upstream(
         parts.headers.insert(hyper::header::HOST, v);
     }
     let request = Request::from_parts(parts, body);
-    let response = match target.scheme {
-        Scheme::Http => exchange(TokioIo::new(tcp), request).await,
-        Scheme::Https => {
-            let name = rustls_pki_types::ServerName::try_from(host.to_string())
-                .map_err(|e| fail(format!("not a TLS name: {e}")))?;
-            let tls = core
-                .upstream_tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| fail(format!("TLS: {e}")))?;
-            exchange(TokioIo::new(tls), request).await
-        }
-    }
-    .map_err(fail)?;
+    let response = internal_exchange(core, target.scheme, &target.host, target.port, request)
+        .await
+        .map_err(fail)?;
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     parts.version = hyper::Version::HTTP_2;
@@ -325,12 +538,47 @@ async fn send_upstream(
 /// the client (and a tunnel stream) for ever.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn exchange<T>(
-    io: TokioIo<T>,
-    request: Request<Incoming>,
+/// Connects to an internal server (TLS verified against `tls.ca` for HTTPS) and makes one
+/// HTTP/1.1 exchange.
+async fn internal_exchange<B>(
+    core: &HttpCore,
+    scheme: Scheme,
+    host: &str,
+    port: u16,
+    request: Request<B>,
 ) -> Result<Response<Incoming>, String>
 where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    match scheme {
+        Scheme::Http => exchange(TokioIo::new(tcp), request).await,
+        Scheme::Https => {
+            let name = rustls_pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| format!("not a TLS name: {e}"))?;
+            let tls = core
+                .upstream_tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            exchange(TokioIo::new(tls), request).await
+        }
+    }
+}
+
+async fn exchange<T, B>(io: TokioIo<T>, request: Request<B>) -> Result<Response<Incoming>, String>
+where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
         .await
