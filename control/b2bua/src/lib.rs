@@ -48,16 +48,21 @@
 //! assert!(call.ports().is_empty());
 //! ```
 //!
-//! **Dialog pairing** ([`DialogPair`]): the two dialogs of an established call (edgeway-sip
-//! `Dialog`s, each with its own Call-ID, tags and CSeq space); in-dialog requests
-//! (re-INVITE and its ACK, UPDATE, INFO, REFER, NOTIFY, BYE) are rebuilt on the other
-//! dialog and their responses mapped back onto the original request. Not here yet, left to
-//! the control plane's call work: creating the inside leg of a new INVITE (fresh Call-ID and
-//! From tag from the caller's RNG, Request-URI from Unified CM routing), provisional
-//! responses and PRACK's RAck/RSeq mapping, CANCEL propagation (answer it here, CANCEL the
-//! forwarded INVITE there), and re-INVITE glare (491). The media plan only needs to be told
-//! which leg an SDP body came from and whether it is an offer or an answer (offer in
-//! INVITE/UPDATE, answer in its 2xx; or offer in a 2xx, answer in the ACK).
+//! **Signalling** ([`B2bCall`], [`DialogPair`]): the B2BUA's two dialogs per call, each
+//! with its own Call-ID, tags and CSeq space. `B2bCall::start` turns the INVITE received
+//! on one leg into a new INVITE on the other (fresh Call-ID and From tag from the caller's
+//! RNG, this node's Via and Contact, CSeq 1, identities and end-to-end headers kept);
+//! responses map back with this node's tag and Contact, a 1xx with a To tag makes both
+//! early dialogs (PRACK with its RAck translated, UPDATE before the answer), a non-2xx is
+//! ACKed hop by hop, CANCEL is answered and sent on as the CANCEL of the new INVITE, and a
+//! call not answered in time is given up (408 back, CANCEL on). In-dialog requests
+//! (re-INVITE and its ACK, UPDATE, PRACK, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE, OPTIONS,
+//! BYE) are rebuilt on the other dialog by [`DialogPair`] and their responses mapped back
+//! onto the original request; a request the far leg never answers gets 408. Not here:
+//! forking (the first To tag is the call's), re-INVITE glare (491) and `Refer-To`
+//! rewriting. The media plan only needs to be told which leg an SDP body came from and
+//! whether it is an offer or an answer (offer in INVITE/UPDATE, answer in its 2xx; or
+//! offer in a 2xx, answer in the ACK).
 #![forbid(unsafe_code)]
 
 mod call;
