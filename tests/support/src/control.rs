@@ -330,7 +330,6 @@ transport = "{transport}"
     path
 }
 
-impl Cluster {
 /// A test CA in `dir` with the pair's certificates: `edge.example.com` (SANs the name and
 /// 127.0.0.1, both EKUs) and `core.example.com` with `core_eku`.
 pub fn pair_pki(dir: &Path, core_eku: Eku) -> TestPki {
@@ -360,6 +359,7 @@ pub fn curl_present(what: &str) -> bool {
     found
 }
 
+impl Cluster {
     /// Starts the CA, ucm-sim, the edge and the core.
     pub fn start(opts: ClusterOptions) -> Cluster {
         let dir = Scratch::new("cluster");
