@@ -269,14 +269,34 @@ fn context(
 impl Generator {
     /// Binds every distinct local address of the scenario and prepares the streams.
     pub fn new(scenario: &Scenario, opts: Options) -> Result<Generator, SetupError> {
+        Generator::with_sockets(scenario, opts, Vec::new())
+    }
+
+    /// As [`Generator::new`], but the scenario's local addresses that one of `bound` is
+    /// bound to use that socket (a caller that had to name its media ports in SDP before
+    /// the run binds them first, so no other process can take them meanwhile).
+    pub fn with_sockets(
+        scenario: &Scenario,
+        opts: Options,
+        bound: Vec<UdpSocket>,
+    ) -> Result<Generator, SetupError> {
         sys::raise_nofile_limit();
         let mut index: HashMap<SocketAddr, usize> = HashMap::new();
         let mut socks = Vec::new();
+        let mut prebound: HashMap<SocketAddr, UdpSocket> = HashMap::new();
+        for s in bound {
+            prebound.insert(s.local_addr()?, s);
+        }
         let mut sock_for = |addr: SocketAddr| -> Result<usize, SetupError> {
             if let Some(&i) = index.get(&addr) {
                 return Ok(i);
             }
-            let s = UdpSocket::bind(addr).map_err(|source| SetupError::Bind { addr, source })?;
+            let s = match prebound.remove(&addr) {
+                Some(s) => s,
+                None => {
+                    UdpSocket::bind(addr).map_err(|source| SetupError::Bind { addr, source })?
+                }
+            };
             sys::set_socket_buffers(&s, opts.sock_buf)?;
             socks.push(s);
             index.insert(addr, socks.len() - 1);

@@ -21,6 +21,10 @@
 //! one client's registration as a sans-IO state machine (digest, 423, refresh) over
 //! edgeway-sip's messages, and [`sip_load`] runs thousands of them on one pinned tokio
 //! thread, each on its own rustls connection, for the binary's `sip-register` command.
+//! [`sip_call`] is one call at both of its ends (the caller's INVITE with an SRTP offer,
+//! ACK and BYE; the inside phone's answer), sans-IO too, and [`sip_call_load`] runs
+//! hundreds of them for `sip-call`: callers over TLS through the edge, phones over TCP at
+//! the registrar, then the media engine over the streams both ends agreed.
 //! [`https_load`] is the `https` command: closed-loop HTTPS GETs, kept-alive or one TLS
 //! connection per request, with latency percentiles and CPU (`perf-lab/https`).
 
@@ -33,6 +37,8 @@ pub mod payload;
 pub mod procstat;
 pub mod reflect;
 pub mod scenario;
+pub mod sip_call;
+pub mod sip_call_load;
 pub mod sip_load;
 pub mod sip_register;
 pub mod sys;

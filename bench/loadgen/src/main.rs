@@ -18,6 +18,8 @@ use edgeway_loadgen::{reflect, sys};
 use edgeway_srtp::sdes::CryptoAttribute;
 use edgeway_srtp::SrtpProfile;
 
+mod sip_call_cmd;
+
 #[derive(Parser, Debug)]
 #[command(
     version,
@@ -148,6 +150,10 @@ enum Cmd {
     /// hold with refreshes and keep-alives; reports registrations/s, setup latency,
     /// failures by cause, connections held and CPU.
     SipRegister(SipRegisterArgs),
+    /// Calls through edge and core: callers register over TLS at the edge and call phones
+    /// registered at the registrar, SRTP media both ways; reports setups/s, setup latency,
+    /// failures by cause, concurrent calls, media loss and latency, CPU per role.
+    SipCall(sip_call_cmd::SipCallArgs),
     /// Closed-loop HTTPS GETs (kept-alive connections, or a new TLS connection per
     /// request): requests/s, latency percentiles, failures by cause, CPU.
     Https(edgeway_loadgen::https_load::HttpsLoadArgs),
@@ -638,6 +644,7 @@ fn main() -> anyhow::Result<()> {
             write_scenario(&out, &file)?;
         }
         Cmd::SipRegister(args) => sip_register(args)?,
+        Cmd::SipCall(args) => sip_call_cmd::sip_call(args)?,
         Cmd::Https(args) => https(&args)?,
         Cmd::Reflect {
             scenario,

@@ -241,9 +241,10 @@ pub struct LoadReport {
     pub gen_peak_rss_kb: Option<u64>,
 }
 
-/// Why one client's registration or held connection ended badly.
+/// Why one client's registration, call or held connection ended badly (shared with
+/// [`crate::sip_call_load`]).
 #[derive(Debug, thiserror::Error)]
-enum ClientFailure {
+pub(crate) enum ClientFailure {
     #[error("TCP connect: {0}")]
     Connect(io::Error),
     #[error("TLS handshake: {0}")]
@@ -258,10 +259,12 @@ enum ClientFailure {
     Framing(#[from] FramerError),
     #[error(transparent)]
     Register(#[from] RegisterError),
+    #[error(transparent)]
+    Call(#[from] crate::sip_call::CallError),
 }
 
 impl ClientFailure {
-    fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         match self {
             ClientFailure::Connect(_) => "connect".into(),
             ClientFailure::Handshake(_) => "tls-handshake".into(),
@@ -270,12 +273,14 @@ impl ClientFailure {
             ClientFailure::Io(_) => "io".into(),
             ClientFailure::Framing(_) => "framing".into(),
             ClientFailure::Register(e) => e.label(),
+            ClientFailure::Call(e) => e.label(),
         }
     }
 }
 
-fn histogram() -> Histogram<u64> {
-    // 1 µs .. 10 min, 3 significant figures; the bounds are valid constants.
+/// An HDR histogram of microseconds, 1 µs .. 10 min.
+pub(crate) fn histogram() -> Histogram<u64> {
+    // 3 significant figures; the bounds are valid constants.
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| {
         Histogram::new(3).unwrap_or_else(|_| unreachable!("3 significant figures is valid"))
     })
@@ -339,7 +344,8 @@ impl Stats {
     }
 }
 
-fn micros(d: Duration) -> u64 {
+/// A duration in whole microseconds, at least 1 (for histograms).
+pub(crate) fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
 }
 

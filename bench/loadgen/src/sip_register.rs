@@ -127,6 +127,8 @@ pub struct RegisterClient {
     /// Whether the request in flight carried credentials for the current challenge.
     answered_challenge: bool,
     raised_expires: bool,
+    /// Via transport (`TLS` through the edge, `TCP` straight to a registrar).
+    transport: &'static str,
 }
 
 fn random_hex(rng: &mut impl RngCore, bytes: usize) -> String {
@@ -183,7 +185,15 @@ impl RegisterClient {
             challenge: None,
             answered_challenge: false,
             raised_expires: false,
+            transport: "TLS",
         }
+    }
+
+    /// The same client on plain TCP (Via `SIP/2.0/TCP`, Contact `transport=tcp`), for
+    /// simulated inside phones registering straight at the registrar.
+    pub fn over_tcp(mut self) -> Self {
+        self.transport = "TCP";
+        self
     }
 
     /// Starts a registration (initial or refresh): the first REGISTER to send. A refresh
@@ -216,7 +226,10 @@ impl RegisterClient {
         let h = &mut req.headers;
         h.push(
             HeaderName::Via,
-            format!("SIP/2.0/TLS {};branch={};rport", self.local, self.branch),
+            format!(
+                "SIP/2.0/{} {};branch={};rport",
+                self.transport, self.local, self.branch
+            ),
         )?;
         h.push(HeaderName::MaxForwards, "70")?;
         h.push(HeaderName::From, format!("{aor};tag={}", self.from_tag))?;
@@ -225,7 +238,12 @@ impl RegisterClient {
         h.push(HeaderName::CSeq, format!("{} REGISTER", self.cseq))?;
         h.push(
             HeaderName::Contact,
-            format!("<sip:{}@{};transport=tls>", self.identity.user, self.local),
+            format!(
+                "<sip:{}@{};transport={}>",
+                self.identity.user,
+                self.local,
+                self.transport.to_ascii_lowercase()
+            ),
         )?;
         h.push(HeaderName::Expires, self.expires.to_string())?;
         h.push(HeaderName::Supported, "path")?;
