@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _};
 use serde_json::Value;
 
 /// Where `--node NAME` looks for a node's admin socket: `<dir>/<NAME>/admin.sock`.
-const RUN_DIR: &str = "/run/edgeway";
+pub(crate) const RUN_DIR: &str = "/run/edgeway";
 
 /// How long a reply may take: the node answers from memory, so this only catches a hang.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -85,7 +85,7 @@ pub(crate) fn run(args: ControlArgs) -> anyhow::Result<()> {
 }
 
 /// Sends `command` to the admin socket at `socket`; the reply when it says `"ok": true`.
-fn ask(socket: &Path, command: &str) -> anyhow::Result<Value> {
+pub(crate) fn ask(socket: &Path, command: &str) -> anyhow::Result<Value> {
     let shown = socket.display();
     let mut stream = UnixStream::connect(socket).map_err(|e| match e.kind() {
         ErrorKind::NotFound => anyhow::anyhow!(
@@ -130,7 +130,7 @@ fn on_off(on: bool) -> &'static str {
 }
 
 /// A JSON value as a table cell: strings bare, null as `-`.
-fn cell(v: &Value) -> String {
+pub(crate) fn cell(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => "-".into(),
@@ -140,7 +140,7 @@ fn cell(v: &Value) -> String {
 }
 
 /// Left-aligned columns, two spaces apart, the header line first (none when empty).
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).chain([header.len()]).max();
     let mut width = vec![0; columns.unwrap_or(0)];
     let header: Vec<String> = header.iter().map(|h| (*h).to_owned()).collect();
@@ -181,6 +181,22 @@ fn status_text(status: &Value) -> String {
         vec!["traversal zone".to_owned(), cell(&status["traversal"])],
         vec!["maintenance".to_owned(), cell(&status["maintenance"])],
     ];
+    if status["maintenance"] == true {
+        // Drained: maintenance on and no call left (the time it drained, Unix ms).
+        let drain = &status["drain"];
+        let at = drain["drained_at_ms"]
+            .as_u64()
+            .map(|ms| format!(" (at {ms} ms)"));
+        let drained = if drain["drained"] == true {
+            "yes"
+        } else {
+            "no"
+        };
+        summary.push(vec![
+            "drained".to_owned(),
+            format!("{drained}{}", at.unwrap_or_default()),
+        ]);
+    }
     for (key, label) in [
         ("sip_path_headers", "SIP Path headers"),
         ("registrations", "registrations"),

@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod allowlist;
+mod calls;
 mod control;
 mod flow;
 mod flows;
@@ -35,6 +36,8 @@ enum Command {
     Allowlist(allowlist::AllowlistCommand),
     /// A running edgeway-control node: status, registrations, maintenance on|off.
     Control(control::ControlArgs),
+    /// A running node's current calls (legs, flows, packets) or its call history.
+    Calls(calls::CallsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,5 +49,6 @@ fn main() -> anyhow::Result<()> {
         Command::Status(args) => status::run(args),
         Command::Allowlist(cmd) => allowlist::run(cmd),
         Command::Control(args) => control::run(args),
+        Command::Calls(args) => calls::run(args),
     }
 }

@@ -50,6 +50,8 @@ counters! {
     unknown_domain,
     /// New registrations refused in maintenance mode (503).
     maintenance_refused,
+    /// New calls (out-of-dialog INVITEs) refused in maintenance mode (503 + Retry-After).
+    maintenance_calls_refused,
     /// Requests refused because the traversal zone was down (503).
     traversal_down_refused,
     /// Requests for a client flow that no longer exists (430).

@@ -13,13 +13,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod calls;
 pub mod config;
 pub mod core;
 pub mod counters;
 pub mod edge;
 pub mod http;
 pub mod media;
-pub mod run;
 pub mod protect;
+pub mod run;
 mod sip_util;
 pub mod tls;
