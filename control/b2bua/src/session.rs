@@ -190,6 +190,15 @@ macro_rules! call_lifecycle {
             self.session.ledger.installed()
         }
 
+        /// The keys of the entries that carry RTP (not RTCP): what a media timeout
+        /// watches (many clients never send RTCP).
+        pub fn rtp_keys(&self) -> impl Iterator<Item = &FlowKey> + '_ {
+            self.entries()
+                .iter()
+                .filter(|(_, e)| e.flags & edgeway_map_schema::flags::RTCP == 0)
+                .map(|(k, _)| k)
+        }
+
         /// The RTP ports of the pairs the call holds.
         pub fn ports(&self) -> Vec<u16> {
             self.session.ledger.held().iter().copied().collect()

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use edgeway_b2bua::{
     CoreCall, CoreConfig, EdgeCall, EdgeConfig, FlowUpdate, InsideSecurity, Leg, PlanError, Planned,
 };
-use edgeway_flowtable::{unix_ms, FlowTable};
+use edgeway_flowtable::{unix_ms, FlowKey, FlowTable};
 use edgeway_sip::{HeaderName, Method, Request, Response};
 
 use crate::calls::{CallLog, EndCause};
@@ -284,19 +284,20 @@ impl CallMedia {
         }
     }
 
-    /// Established calls whose every entry the data plane marked idle or already removed
-    /// for idleness (`[media] idle_timeout_ms`): their media stopped, so they should end.
+    /// Established calls whose every RTP entry the data plane marked idle or already
+    /// removed for idleness (`[media] idle_timeout_ms`): no media arrives from either side,
+    /// so they should end. RTCP entries do not count (many clients never send RTCP).
     pub fn idle_calls(&self) -> Vec<String> {
         self.calls
             .iter()
             .filter(|(_, c)| c.established)
             .filter(|(_, c)| {
-                let entries = match &c.plan {
-                    Plan::Edge(p) => p.entries(),
-                    Plan::Core(p) => p.entries(),
+                let rtp: Vec<&FlowKey> = match &c.plan {
+                    Plan::Edge(p) => p.rtp_keys().collect(),
+                    Plan::Core(p) => p.rtp_keys().collect(),
                 };
-                !entries.is_empty()
-                    && entries.keys().all(|key| {
+                !rtp.is_empty()
+                    && rtp.into_iter().all(|key| {
                         self.table
                             .lookup(key)
                             .is_none_or(|(slot, _)| self.table.state(slot).idle != 0)

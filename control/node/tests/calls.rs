@@ -978,3 +978,62 @@ Content-Length: 0\r\n\r\n",
         rig.cluster.ucm.calls()
     );
 }
+
+#[test]
+fn a_call_whose_media_goes_idle_is_ended_with_bye_on_both_legs() {
+    let mut rig = rig_with(
+        27000,
+        499,
+        500,
+        |o| o.core_extra.push_str("idle_timeout_ms = 1500\n"),
+        None,
+    );
+    let (media, ok, _, _) = establish(&mut rig, "call-idle-1", 27500..28000);
+    let port = media.local_addr().expect("addr").port();
+    // Media stops both ways: the client holds with a=inactive (the phone then sends
+    // nothing either) and sends nothing.
+    let hold = with_sdp(
+        in_dialog(&rig.client, "INVITE", 2, &ok),
+        &client_offer(port, 2, "inactive"),
+    );
+    rig.client.send_raw(&hold).expect("re-INVITE");
+    assert_eq!(final_response(&mut rig.client).status, 200);
+    rig.client
+        .send_raw(&in_dialog(&rig.client, "ACK", 2, &ok))
+        .expect("ACK");
+    let held = std::time::Instant::now();
+    let bye = rig
+        .client
+        .recv_request(Duration::from_secs(8))
+        .unwrap_or_else(|| {
+            panic!(
+                "no BYE after the media went idle\ncore:\n{}",
+                rig.cluster.core().log.text()
+            )
+        });
+    assert_eq!(bye.method, edgeway_sip::Method::Bye);
+    assert!(
+        held.elapsed() >= Duration::from_millis(1000),
+        "BYE only after the idle timeout: {:?}",
+        held.elapsed()
+    );
+    assert!(bye
+        .headers
+        .first(&HeaderName::parse("Reason"))
+        .is_some_and(|r| r.contains("media idle")));
+    rig.client.respond(&bye, 200);
+    assert!(
+        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
+            && rig.core_dp.flows() == 0
+            && rig.cluster.ucm.calls().is_empty()),
+        "left after the media timeout: edge {} core {} ucm {:?}",
+        rig.edge_dp.flows(),
+        rig.core_dp.flows(),
+        rig.cluster.ucm.calls()
+    );
+    assert_eq!(
+        rig.cluster.ucm.counter("calls_ended"),
+        1,
+        "the phone got its BYE"
+    );
+}
