@@ -325,6 +325,37 @@ impl B2bCall {
         Ok(outcome)
     }
 
+    /// The callee answered (2xx) with something this B2BUA cannot use (the media plan
+    /// refused its SDP): the caller gets `refusal` (the planner's status and `Warning`)
+    /// instead, and since RFC 3264 has no way to refuse an answer the callee's dialog is
+    /// ACKed and hung up: the ACK and the BYE to send there (`vias`: theirs).
+    pub fn refuse_answer(
+        &mut self,
+        answer: &Response,
+        refusal: &Response,
+        vias: [&Via; 2],
+    ) -> Result<(Response, Vec<Request>), CallError> {
+        let callee = other(self.caller);
+        self.setup_response(answer, None)?;
+        self.state = SetupState::Ended;
+        let mut back =
+            self.incoming
+                .make_response(refusal.status, &refusal.reason, Some(&self.answer_tag));
+        copy_headers(&["Warning"], &refusal.headers, &mut back.headers);
+        let pair = self.pair.as_mut().ok_or(CallError::NoDialog(callee))?;
+        let ack = pair
+            .dialog(callee)
+            .create_ack(1, vias[0])
+            .map_err(|source| PairError::Dialog {
+                leg: callee,
+                source,
+            })?;
+        let mut bye = pair.create_request(callee, Method::Bye, vias[1])?;
+        let reason = format!("SIP;cause={};text=\"media refused\"", refusal.status);
+        let _ = bye.headers.push(HeaderName::parse("Reason"), reason);
+        Ok((back, vec![ack, bye]))
+    }
+
     /// A CANCEL from the caller: the 200 for it and, while setup is in progress, the
     /// CANCEL of the forwarded INVITE.
     pub fn cancel(&mut self, cancel: &Request) -> (Response, Option<Request>) {

@@ -425,3 +425,53 @@ fn an_unanswered_call_is_given_up_with_408_and_cancel_and_failures_map_back() {
         .request(Leg::Outside, &from_client("BYE", 11, ""), &via("x"), None)
         .is_err());
 }
+
+#[test]
+fn an_answer_the_media_plan_refuses_goes_back_as_the_refusal_and_the_callee_is_acked_and_hung_up() {
+    let (mut call, out) = start();
+    let answer = phone(&out, 200, &[]);
+    let mut refusal = answer.clone();
+    refusal.status = 488;
+    refusal.reason = "Not Acceptable Here".into();
+    refusal
+        .headers
+        .push(HeaderName::Warning, "302 core1 \"SRTP is required\"")
+        .unwrap();
+    let (back, to_callee) = call
+        .refuse_answer(&answer, &refusal, [&via("z9hG4bK-a"), &via("z9hG4bK-b")])
+        .unwrap();
+    assert_eq!(back.status, 488);
+    assert_eq!(back.headers.call_id().unwrap(), "out-1");
+    assert_eq!(
+        back.headers.first(&HeaderName::Warning),
+        Some("302 core1 \"SRTP is required\"")
+    );
+    let methods: Vec<_> = to_callee
+        .iter()
+        .map(|r| (r.method.clone(), ids(r)))
+        .collect();
+    assert_eq!(
+        methods,
+        vec![
+            (
+                Method::Ack,
+                (
+                    "in-1@core.example.com".into(),
+                    Some("core-in".into()),
+                    Some("phone1".into()),
+                    1
+                )
+            ),
+            (
+                Method::Bye,
+                (
+                    "in-1@core.example.com".into(),
+                    Some("core-in".into()),
+                    Some("phone1".into()),
+                    2
+                )
+            ),
+        ]
+    );
+    assert_eq!(call.state(), SetupState::Ended);
+}

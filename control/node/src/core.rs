@@ -1117,10 +1117,28 @@ impl CoreProxy {
         let to = other_leg(leg);
         let method = resp.headers.cseq().map(|c| c.method).ok();
         if leg != c.call.caller() && c.call.is_setup_response(&resp) {
+            let answer = resp.is_success().then(|| resp.clone());
             if let Some(media) = &mut self.media {
                 if c.ended.is_none() {
                     media.response_for(&c.media_key, leg, &mut resp);
                 }
+            }
+            if let (Some(answer), true) = (answer, resp.status >= 300) {
+                // The media plan refused the callee's answer (and ended the call's media).
+                let vias = [self.leg_via(leg), self.leg_via(leg)];
+                let Some(c) = self.calls.get_mut(&n) else {
+                    return;
+                };
+                c.ended.get_or_insert(now);
+                if let Ok((back, to_callee)) =
+                    c.call.refuse_answer(&answer, &resp, [&vias[0], &vias[1]])
+                {
+                    Self::send_on(out, to, ucm, back.to_bytes());
+                    for r in to_callee {
+                        Self::send_on(out, leg, ucm, r.to_bytes());
+                    }
+                }
+                return;
             }
             let body = (!resp.body.is_empty()).then(|| resp.body.clone());
             match c.call.setup_response(&resp, body) {
@@ -1249,6 +1267,8 @@ impl CoreProxy {
         }
         if let Some(media) = &mut self.media {
             for key in end_media {
+                // Orphaned calls already ended (connection lost): this names the others.
+                media.log_mut().set_cause(&key, crate::calls::EndCause::Timeout);
                 media.end(&key);
             }
         }

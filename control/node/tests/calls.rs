@@ -861,7 +861,8 @@ fn cancel_before_answer_gets_487_and_an_unanswered_call_times_out_with_408() {
 }
 
 #[test]
-fn a_call_from_the_inside_phone_reaches_the_client_with_srtp_and_the_clients_bye_ends_it() {
+fn a_call_from_the_inside_phone_reaches_the_client_with_srtp_the_clients_bye_ends_it_and_a_plain_answer_gets_488(
+) {
     let mut rig = rig_with(25000, 499, 500, |_| {}, None);
     let media = std::iter::repeat_with(|| UdpSocket::bind("127.0.0.1:0").expect("client media"))
         .find(|s| s.local_addr().is_ok_and(|a| a.port() % 2 == 0))
@@ -977,6 +978,58 @@ Content-Length: 0\r\n\r\n",
         rig.core_dp.flows(),
         rig.cluster.ucm.calls()
     );
+
+    // A second call answered with plain RTP: the core cannot accept it (SRTP is required
+    // towards the edge), so the phone gets 488 with the Warning and the client's dialog is
+    // ACKed and hung up.
+    rig.cluster
+        .ucm
+        .call("phone1", "alice")
+        .expect("ucm-sim call");
+    let invite = rig
+        .client
+        .recv_request(Duration::from_secs(10))
+        .expect("second INVITE");
+    let mut ok = invite.make_response(200, "OK", Some("alice-2"));
+    ok.headers
+        .push(
+            HeaderName::Contact,
+            format!("<sip:alice@{};transport=tls>", rig.client.local),
+        )
+        .expect("Contact");
+    let plain = format!(
+        "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    );
+    ok.set_body(Some("application/sdp"), plain.into_bytes())
+        .expect("body");
+    rig.client.send_raw(&ok.to_bytes()).expect("200");
+    let ack = rig
+        .client
+        .recv_request(Duration::from_secs(5))
+        .expect("ACK");
+    assert_eq!(ack.method, edgeway_sip::Method::Ack);
+    let bye = rig
+        .client
+        .recv_request(Duration::from_secs(5))
+        .expect("BYE");
+    assert_eq!(bye.method, edgeway_sip::Method::Bye);
+    rig.client.respond(&bye, 200);
+    assert!(
+        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
+            && rig.core_dp.flows() == 0
+            && rig.cluster.ucm.calls().is_empty()),
+        "left after a refused answer: edge {} core {} ucm {:?}",
+        rig.edge_dp.flows(),
+        rig.core_dp.flows(),
+        rig.cluster.ucm.calls()
+    );
+    assert_eq!(
+        rig.cluster.ucm.counter("sdp_refused"),
+        0,
+        "the phone got a 488, not SDP"
+    );
+    assert_eq!(rig.cluster.core().counter("media_refused"), 1);
 }
 
 #[test]
