@@ -1,7 +1,7 @@
 //! `edgewayctl control`: the control plane's admin API from the command line. It opens
 //! edgeway-control's admin Unix socket (`admin_socket` in the node's TOML, by default
 //! `<state_dir>/admin.sock`), sends one JSON-lines command (`status`, `registrations`,
-//! `maintenance on|off`) and prints the reply as tables, or as the JSON itself with
+//! `blocked`, `unblock IP`, `maintenance on|off`) and prints the reply as tables, or as the JSON itself with
 //! `--json`. A socket that is absent, refuses, or is not ours to open gets an error that
 //! says which and what to check.
 
@@ -41,6 +41,13 @@ enum ControlCommand {
     Status,
     /// The registrations the core holds: AOR, contact, edge flow, node, expires in.
     Registrations,
+    /// Sources intrusion protection blocks (edge): address, category, since, until, counts.
+    Blocked,
+    /// Lifts intrusion protection's block on one address (edge).
+    Unblock {
+        /// The blocked source address.
+        address: std::net::IpAddr,
+    },
     /// Maintenance mode: `on` refuses new registrations with 503, keeping existing ones.
     Maintenance {
         /// `on` or `off`.
@@ -60,9 +67,15 @@ pub(crate) fn run(args: ControlArgs) -> anyhow::Result<()> {
         .socket
         .clone()
         .unwrap_or_else(|| Path::new(RUN_DIR).join(&args.node).join("admin.sock"));
+    let unblock: String;
     let command = match args.command {
         ControlCommand::Status => "status",
         ControlCommand::Registrations => "registrations",
+        ControlCommand::Blocked => "blocked",
+        ControlCommand::Unblock { address } => {
+            unblock = format!("unblock {address}");
+            unblock.as_str()
+        }
         ControlCommand::Maintenance { state: OnOff::On } => "maintenance on",
         ControlCommand::Maintenance { state: OnOff::Off } => "maintenance off",
     };
@@ -75,6 +88,8 @@ pub(crate) fn run(args: ControlArgs) -> anyhow::Result<()> {
     let text = match args.command {
         ControlCommand::Status => status_text(&reply["status"]),
         ControlCommand::Registrations => registrations_text(&reply["registrations"]),
+        ControlCommand::Blocked => blocked_text(&reply["blocked"]),
+        ControlCommand::Unblock { .. } => unblock_text(&reply),
         ControlCommand::Maintenance { .. } => format!(
             "maintenance {}\n",
             on_off(reply["maintenance"].as_bool().unwrap_or(false))
@@ -234,13 +249,126 @@ fn status_text(status: &Value) -> String {
             ),
         ));
     }
-    let counters: Vec<Vec<String>> = status["counters"]
+    if status["protection"].is_object() {
+        out.push_str(&protection_text(&status["protection"]));
+    }
+    out.push_str("\nCounters\n");
+    out.push_str(&table(&["COUNTER", "VALUE"], &pairs(&status["counters"])));
+    out
+}
+
+/// The edge's intrusion protection in `status`: each category's settings and counts, then
+/// the protection counters.
+fn protection_text(p: &Value) -> String {
+    let mut out = format!(
+        "\nIntrusion protection ({}; {} sources tracked, {} blocked)\n",
+        on_off(p["enabled"].as_bool().unwrap_or(false)),
+        cell(&p["tracked_sources"]),
+        cell(&p["blocked_sources"]),
+    );
+    let categories: Vec<Vec<String>> = rows(
+        &p["categories"],
+        &[
+            "id",
+            "enabled",
+            "trigger_level",
+            "detection_window_s",
+            "block_duration_s",
+            "failures",
+            "blocks",
+        ],
+    )
+    .into_iter()
+    .map(|mut r| {
+        r[3].push('s');
+        r[4].push('s');
+        r
+    })
+    .collect();
+    out.push_str(&table(
+        &[
+            "CATEGORY", "ENABLED", "TRIGGER", "WINDOW", "BLOCK", "FAILURES", "BLOCKS",
+        ],
+        &categories,
+    ));
+    out.push_str(&table(&[], &pairs(&p["counters"])));
+    out
+}
+
+/// One `name  value` row per member of a JSON object.
+fn pairs(object: &Value) -> Vec<Vec<String>> {
+    object
         .as_object()
         .map(|m| m.iter().map(|(k, v)| vec![k.clone(), cell(v)]).collect())
+        .unwrap_or_default()
+}
+
+/// `seconds` since the Unix epoch as UTC, `2026-12-01 11:30:05Z`.
+fn utc(seconds: f64) -> String {
+    let secs = seconds.max(0.0) as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+fn blocked_text(list: &Value) -> String {
+    let rows: Vec<Vec<String>> = list
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|b| {
+                    vec![
+                        cell(&b["address"]),
+                        cell(&b["category"]),
+                        utc(b["since"].as_f64().unwrap_or(0.0)),
+                        utc(b["until"].as_f64().unwrap_or(0.0)),
+                        format!("{}s", cell(&b["remaining_s"])),
+                        cell(&b["failures"]),
+                        cell(&b["refused"]),
+                    ]
+                })
+                .collect()
+        })
         .unwrap_or_default();
-    out.push_str("\nCounters\n");
-    out.push_str(&table(&["COUNTER", "VALUE"], &counters));
-    out
+    if rows.is_empty() {
+        return "no blocked sources\n".into();
+    }
+    table(
+        &[
+            "ADDRESS",
+            "CATEGORY",
+            "SINCE",
+            "UNTIL",
+            "REMAINING",
+            "FAILURES",
+            "REFUSED",
+        ],
+        &rows,
+    )
+}
+
+fn unblock_text(reply: &Value) -> String {
+    let address = cell(&reply["address"]);
+    if reply["unblocked"] == true {
+        format!("unblocked {address}\n")
+    } else {
+        format!("{address} was not blocked\n")
+    }
 }
 
 fn registrations_text(list: &Value) -> String {
@@ -290,6 +418,37 @@ mod tests {
         );
         let at = lines[0].find("EDGE FLOW").expect("column");
         assert_eq!(&lines[1][at..at + 4], "ewf3");
+    }
+
+    #[test]
+    fn blocked_table_shows_utc_times_and_counts() {
+        let text = blocked_text(&json!([
+            {"address": "192.0.2.7", "category": "http-ce-auth", "since": 1_764_588_605.25,
+             "until": 1_764_589_205.25, "remaining_s": 599, "failures": 5, "refused": 2},
+        ]));
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ADDRESS    CATEGORY"), "{text}");
+        let cols: Vec<&str> = lines[1]
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect();
+        assert_eq!(
+            cols,
+            [
+                "192.0.2.7",
+                "http-ce-auth",
+                "2025-12-01 11:30:05Z",
+                "2025-12-01 11:40:05Z",
+                "599s",
+                "5",
+                "2"
+            ],
+            "{text}"
+        );
+        assert_eq!(blocked_text(&json!([])), "no blocked sources\n");
+        assert_eq!(utc(0.0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(951_782_400.0), "2000-02-29 00:00:00Z");
     }
 
     #[test]

@@ -213,7 +213,8 @@ pub struct ClusterOptions {
     pub core_eku: Eku,
     /// Lines appended to the edge's `[edge]` section.
     pub edge_extra: String,
-    /// Lines appended to the core's `[core]` section.
+    /// Lines appended to the core's `[core]` section; `{http_tunnel}` in them becomes the
+    /// edge's HTTP tunnel listener (when its `edge_extra` gives it an `[http]` section).
     pub core_extra: String,
     /// Further ucm-sim arguments.
     pub ucm_extra: Vec<String>,
@@ -384,6 +385,10 @@ impl Cluster {
             (None, Some(tls)) if opts.ucm_tls => (tls, "tls"),
             _ => (ucm.sip_tcp.expect("ucm-sim listens on TCP"), "tcp"),
         };
+        let mut opts = opts;
+        if let Some(tunnel) = edge.ready["http_tunnel"].as_str() {
+            opts.core_extra = opts.core_extra.replace("{http_tunnel}", tunnel);
+        }
         let core_config = core_config(
             dir.path(),
             edge.addr("traversal"),
