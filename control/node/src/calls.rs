@@ -434,14 +434,27 @@ impl CallLog {
             }
             _ => {}
         }
-        if call.leg_mut(from).is_none() {
-            let ids = LegIds {
-                call_id: req.headers.call_id().unwrap_or_default().to_owned(),
-                from_tag: tag_of(req.headers.from_addr()),
-                to_tag: tag_of(req.headers.to_addr()),
-            };
-            *call.leg_mut(from) = Some(ids);
-        }
+        // The party on `from` is its dialog's caller only on the caller's leg: elsewhere
+        // its own tag (From) is the callee's.
+        let (own, peer) = (
+            tag_of(req.headers.from_addr()),
+            tag_of(req.headers.to_addr()),
+        );
+        let (from_tag, to_tag) = if from == call.caller {
+            (own, peer)
+        } else {
+            (peer, own)
+        };
+        let call_id = req.headers.call_id().unwrap_or_default().to_owned();
+        self.leg_seen(
+            key,
+            from,
+            LegIds {
+                call_id,
+                from_tag,
+                to_tag,
+            },
+        );
     }
 
     /// A response of call `key` crossing from `from` (the answering side).
@@ -757,6 +770,14 @@ CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         let v = current_json(call, &[], 20);
         assert_eq!(v["legs"][1]["leg"], "inside", "{v}");
         assert_eq!(v["legs"][1]["call_id"], "inside-c1");
+        assert!(
+            v["legs"][0]["to_tag"].is_null(),
+            "the B2BUA answered outside: {v}"
+        );
+        // The caller's ACK carries the outside dialog's callee tag.
+        log.request("c1", Leg::Outside, &request("ACK", "c1"));
+        let (_, call) = log.current().next().expect("call");
+        assert_eq!(current_json(call, &[], 30)["legs"][0]["to_tag"], "p1");
     }
 
     #[test]

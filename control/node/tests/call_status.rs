@@ -98,11 +98,20 @@ fn a_call_is_listed_on_both_nodes_with_rising_counters_then_in_history_with_its_
     let edge_call = the_call(&edge, "edge");
     let core_call = the_call(&core, "core");
     assert_eq!(edge_call["legs"][0]["call_id"], "cs-call-1", "{edge_call}");
+    let legs = core_call["legs"].as_array().expect("legs");
+    assert_eq!(
+        (legs.len(), &legs[0]["leg"], &legs[0]["call_id"]),
+        (2, &Value::from("outside"), &Value::from("cs-call-1")),
+        "the core lists both of its dialogs: {core_call}"
+    );
+    assert_eq!(legs[1]["leg"], "inside", "{core_call}");
+    assert_ne!(
+        legs[1]["call_id"], "cs-call-1",
+        "the B2BUA's inside leg has its own Call-ID: {core_call}"
+    );
     assert!(
-        core_call["legs"]
-            .as_array()
-            .is_some_and(|l| l.iter().any(|l| l["call_id"] == "cs-call-1")),
-        "the core lists the outside leg's Call-ID: {core_call}"
+        legs[1]["to_tag"].is_string() && legs[0]["to_tag"].is_string(),
+        "both legs' tags once answered: {core_call}"
     );
     let suites: Vec<&str> = core_call["flows"]
         .as_array()
@@ -221,7 +230,9 @@ fn maintenance_refuses_new_calls_keeps_the_established_one_and_reports_drained()
     assert_eq!(refused.status, 503, "core in maintenance: {refused:?}");
     let retry = refused.headers.first(&HeaderName::RetryAfter);
     assert!(
-        retry.and_then(|r| r.parse::<u32>().ok()).is_some_and(|r| r > 0),
+        retry
+            .and_then(|r| r.parse::<u32>().ok())
+            .is_some_and(|r| r > 0),
         "Retry-After in seconds: {refused:?}"
     );
     ctl(&edge, &["control", "maintenance", "on"]);
