@@ -595,21 +595,157 @@ pub struct Baresip {
     process: PeerProcess,
     _dir: ScratchDir,
     aor: String,
+    /// The `ctrl_tcp` command port of a [`Baresip::spawn_caller`].
+    control: Option<SocketAddr>,
+    _dns: Option<LoopbackDns>,
+}
+
+/// A DNS server on 127.0.0.1 that answers every A query with 127.0.0.1 (and any other query
+/// with no record), for peers that resolve the names in the edge's Record-Route
+/// (`edge.example.com`): this machine has no DNS for them. Stops on drop.
+#[derive(Debug)]
+struct LoopbackDns {
+    addr: SocketAddr,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LoopbackDns {
+    fn start() -> LoopbackDns {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind the DNS stub");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let addr = socket.local_addr().expect("DNS stub address");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while !stopping.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    if let Some(answer) = dns_answer(&buf[..n]) {
+                        let _ = socket.send_to(&answer, from);
+                    }
+                }
+            }
+        });
+        LoopbackDns { addr, stop }
+    }
+}
+
+impl Drop for LoopbackDns {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The answer to one DNS query (RFC 1035 section 4): A (type 1) gets 127.0.0.1, anything
+/// else no record; `None` for what is not a one-question query.
+fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
+    if query.len() < 12 || query[2] & 0x80 != 0 || query[4..6] != [0, 1] {
+        return None;
+    }
+    // The question: labels up to the root, then type and class.
+    let mut end = 12;
+    while *query.get(end)? != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let question_end = end + 5;
+    let qtype = query.get(end + 1..end + 3)?;
+    let is_a = qtype == [0, 1];
+    let mut out = query[..2].to_vec();
+    out.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(is_a), 0, 0, 0, 0]);
+    out.extend_from_slice(query.get(12..question_end)?);
+    if is_a {
+        // A name pointer to the question, A, IN, TTL 60, 4 bytes: 127.0.0.1.
+        out.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+    }
+    Some(out)
+}
+
+/// The RTP ports of a [`Baresip::spawn_caller`]: below the media ranges edgeway's tests
+/// and `scripts/demo` give their data planes (16000 and up), so baresip never holds a port
+/// a data plane is about to bind (baresip's default, 10000-20000, overlaps them).
+pub const BARESIP_RTP_PORTS: &str = "12000-15999";
+
+/// What [`Baresip::spawn_caller`] adds to an account: media encryption, a real audio source
+/// and a command port, so a test can place calls and read their statistics.
+#[derive(Debug, Clone)]
+pub struct BaresipCaller {
+    /// The account's `mediaenc` (`srtp-mand`: SDES-SRTP required, RTP/SAVP offered).
+    pub mediaenc: String,
+    /// The sine tone baresip sends (the `ausine` source), in Hz.
+    pub tone_hz: u32,
 }
 
 impl Baresip {
     /// Writes `config` and `accounts` into a scratch directory and starts `baresip -f` on it.
     pub fn spawn(binary: &Path, opts: &BaresipOptions) -> Baresip {
+        Self::start(binary, opts, None)
+    }
+
+    /// Like [`Baresip::spawn`], able to call: the `srtp` module with `caller.mediaenc`, a sine
+    /// tone as its microphone (`ausine` is 48 kHz stereo only, so the source is opened so and
+    /// resampled for the codec), and `ctrl_tcp` on a loopback port for
+    /// [`Baresip::command`]. The names in the dialog's route set (the edge's Record-Route
+    /// names `edge.example.com`) resolve to 127.0.0.1 through a DNS stub of its own. The
+    /// port is picked free just before start and retried if another process took it
+    /// meanwhile.
+    ///
+    /// # Panics
+    /// When the command port does not listen within 5 s after five tries.
+    pub fn spawn_caller(binary: &Path, opts: &BaresipOptions, caller: &BaresipCaller) -> Baresip {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut b = Self::start(binary, opts, Some((caller, port)));
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end && b.process.exited().is_none() {
+                if tcp_listening(port) {
+                    return b;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            last = b.output();
+        }
+        panic!("baresip's ctrl_tcp did not listen:\n{last}");
+    }
+
+    fn start(
+        binary: &Path,
+        opts: &BaresipOptions,
+        caller: Option<(&BaresipCaller, u16)>,
+    ) -> Baresip {
         let dir = ScratchDir::new("baresip");
         let modules = ["/usr/lib/baresip/modules", "/usr/local/lib/baresip/modules"]
             .into_iter()
             .find(|d| Path::new(d).join("account.so").exists())
             .expect("baresip's module directory (account.so) not found");
+        let source = match caller {
+            Some((c, _)) => format!(
+                "ausine,{}\nausrc_srate 48000\nausrc_channels 2\nmodule ausine.so",
+                c.tone_hz
+            ),
+            None => "aufile,/dev/null".to_owned(),
+        };
         let mut config = format!(
             "poll_method epoll\nsip_listen 127.0.0.1:0\n\
-             audio_player aufile,/dev/null\naudio_source aufile,/dev/null\n\
+             audio_player aufile,/dev/null\naudio_source {source}\n\
              module_path {modules}\nmodule g711.so\nmodule_tmp account.so\n"
         );
+        let mut account_extra = String::new();
+        let mut control = None;
+        let mut dns = None;
+        if let Some((c, port)) = caller {
+            let stub = LoopbackDns::start();
+            config.push_str(&format!("dns_server {}\n", stub.addr));
+            dns = Some(stub);
+            config.push_str(&format!(
+                "module srtp.so\nmodule menu.so\nmodule ctrl_tcp.so\n\
+                 ctrl_tcp_listen 127.0.0.1:{port}\nrtp_ports {BARESIP_RTP_PORTS}\n"
+            ));
+            account_extra = format!(";mediaenc={}", c.mediaenc);
+            control = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
         if let Some(ca) = &opts.ca_pem {
             let ca = dir.write("ca.pem", ca);
             config.push_str(&format!("sip_cafile {}\n", ca.display()));
@@ -619,7 +755,7 @@ impl Baresip {
         dir.write(
             "accounts",
             format!(
-                "<sip:{}@{};transport={t}>;auth_pass={};outbound=\"sip:{};transport={t}\";regint={}\n",
+                "<sip:{}@{};transport={t}>;auth_pass={};outbound=\"sip:{};transport={t}\";regint={}{account_extra}\n",
                 opts.user, opts.domain, opts.password, opts.outbound, opts.regint
             ),
         );
@@ -632,6 +768,37 @@ impl Baresip {
             process,
             _dir: dir,
             aor: format!("{}@{}", opts.user, opts.domain),
+            control,
+            _dns: dns,
+        }
+    }
+
+    /// Runs one baresip command (`dial`, `hangup`, `callstat`, ...) through `ctrl_tcp`
+    /// (netstring-framed JSON) and returns its response's `data` text, or the failure
+    /// baresip reported. Events that arrive meanwhile are skipped.
+    ///
+    /// # Panics
+    /// When this baresip was not started with [`Baresip::spawn_caller`], or the command port
+    /// does not answer within 5 s.
+    pub fn command(&self, command: &str, params: &str) -> Result<String, String> {
+        let addr = self
+            .control
+            .expect("Baresip::command needs Baresip::spawn_caller");
+        let mut s = TcpStream::connect(addr).expect("connect to baresip's ctrl_tcp");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let req = json!({"command": command, "params": params, "token": "t"}).to_string();
+        write!(s, "{}:{req},", req.len()).expect("write a baresip command");
+        let mut reader = BufReader::new(s);
+        loop {
+            let msg = read_netstring(&mut reader)?;
+            let v: Value =
+                serde_json::from_str(&msg).map_err(|e| format!("ctrl_tcp sent {msg:?}: {e}"))?;
+            if v["response"] != true {
+                continue;
+            }
+            let data = v["data"].as_str().unwrap_or_default().to_owned();
+            return if v["ok"] == true { Ok(data) } else { Err(data) };
         }
     }
 
@@ -655,10 +822,31 @@ impl Baresip {
         }
     }
 
+    /// Waits until its output contains `text`; `false` after `timeout`.
+    pub fn wait_for_output(&self, text: &str, timeout: Duration) -> bool {
+        self.process.log.wait_for(timeout, |out| out.contains(text))
+    }
+
     /// Its output so far.
     pub fn output(&self) -> String {
         self.process.output()
     }
+}
+
+/// One netstring (`<len>:<bytes>,`) from `r`.
+fn read_netstring(r: &mut impl BufRead) -> Result<String, String> {
+    let mut len = Vec::new();
+    r.read_until(b':', &mut len)
+        .map_err(|e| format!("read a netstring length: {e}"))?;
+    let n: usize = std::str::from_utf8(len.strip_suffix(b":").unwrap_or(&len))
+        .ok()
+        .and_then(|l| l.trim().parse().ok())
+        .ok_or_else(|| format!("bad netstring length {:?}", String::from_utf8_lossy(&len)))?;
+    let mut body = vec![0; n + 1];
+    r.read_exact(&mut body)
+        .map_err(|e| format!("read a netstring of {n} bytes: {e}"))?;
+    body.pop(); // the trailing comma
+    String::from_utf8(body).map_err(|e| format!("netstring is not UTF-8: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------
