@@ -32,7 +32,8 @@ use crate::config::ConfigError;
 /// One kind of failure the edge watches for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Category {
-    /// `http-ce-auth`, "HTTP proxy authorization failure": the core answered 401.
+    /// `http-ce-auth`, "HTTP proxy authorization failure": the core answered 401 to a
+    /// request that presented credentials (a bare challenge does not count).
     HttpCeAuth,
     /// `http-ce-intrusion`, "HTTP proxy protocol violation": malformed HTTP or TLS, header
     /// floods, and requests the allow list refuses (403).

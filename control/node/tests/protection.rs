@@ -16,7 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{curl_present, eventually, tcp_from, tls_client_config, Cluster, ClusterOptions};
+use common::{
+    core_config, curl_present, edge_config, eventually, pair_pki, password, tcp_from,
+    tls_client_config, Cluster, ClusterOptions, Node, Scratch, UcmHttpSim, USERS,
+};
+use edgeway_testkit::pki::{Eku, TestPki};
 use rustls::pki_types::ServerName;
 use serde_json::Value;
 
@@ -27,9 +31,29 @@ fn b64(s: &str) -> String {
 /// An edge with HTTPS and `[protection]` (`protection` its lines), and a core whose HTTP
 /// tunnel to it is up.
 struct Protected {
-    cluster: Cluster,
+    nodes: Nodes,
     https: SocketAddr,
     tunnel: SocketAddr,
+}
+
+/// The processes behind a [`Protected`] edge.
+enum Nodes {
+    /// The testkit's cluster (ucm-sim without its HTTP side).
+    Cluster(Cluster),
+    /// A core with MRA access control, checking passwords with ucm-sim's UDS.
+    Access {
+        edge: Node,
+        core: Node,
+        _ucm: UcmHttpSim,
+        pki: TestPki,
+        _dir: Scratch,
+    },
+}
+
+fn edge_lines(protection: &str) -> String {
+    format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\ntunnel_listen = \"127.0.0.1:0\"\n[protection]\n{protection}\n"
+    )
 }
 
 /// What one curl request came to.
@@ -46,28 +70,91 @@ const EDGE_CONFIG: &str = "get_edge_config/?service_name=_cisco-uds";
 impl Protected {
     fn start(protection: &str) -> Protected {
         let cluster = Cluster::up(ClusterOptions {
-            edge_extra: format!(
-                "[http]\nlisten = \"127.0.0.1:0\"\ntunnel_listen = \"127.0.0.1:0\"\n[protection]\n{protection}\n"
-            ),
+            edge_extra: edge_lines(protection),
             core_extra: "[http]\ntunnel_address = \"{http_tunnel}\"\n".into(),
             ..ClusterOptions::default()
         });
-        let p = Protected {
-            https: cluster.edge.addr("https"),
-            tunnel: cluster.edge.addr("http_tunnel"),
-            cluster,
+        Protected::wait(Nodes::Cluster(cluster), &[])
+    }
+
+    /// The edge, and a core whose access control checks basic credentials with ucm-sim.
+    fn with_access(protection: &str) -> Protected {
+        let dir = Scratch::new("protection");
+        let pki = pair_pki(dir.path(), Eku::Both);
+        let ucm = UcmHttpSim::start(dir.path(), &pki, USERS, &[]);
+        let edge = Node::start(&edge_config(
+            dir.path(),
+            "core.example.com",
+            &edge_lines(protection),
+        ));
+        let opts = ClusterOptions {
+            core_extra: format!(
+                "[http]\ntunnel_address = \"{}\"\nuds_port = {}\n[http.access]\nauthorize_by_user_credentials = true\n",
+                edge.addr("http_tunnel"),
+                ucm.https.port()
+            ),
+            ..ClusterOptions::default()
         };
-        // Successful requests count against nobody.
+        let core = Node::start(&core_config(
+            dir.path(),
+            edge.addr("traversal"),
+            ucm.sip_tcp,
+            "tcp",
+            &opts,
+        ));
+        let nodes = Nodes::Access {
+            edge,
+            core,
+            _ucm: ucm,
+            pki,
+            _dir: dir,
+        };
+        Protected::wait(nodes, &["-u", &format!("alice:{}", password("alice"))])
+    }
+
+    /// Waits until `nodes`' tunnel answers 200 to a request with `auth`; successful
+    /// requests count against nobody.
+    fn wait(nodes: Nodes, auth: &[&str]) -> Protected {
+        let edge = match &nodes {
+            Nodes::Cluster(c) => &c.edge,
+            Nodes::Access { edge, .. } => edge,
+        };
+        let p = Protected {
+            https: edge.addr("https"),
+            tunnel: edge.addr("http_tunnel"),
+            nodes,
+        };
         let up = eventually(Duration::from_secs(15), || {
-            p.curl(&p.edge_config(), "127.0.0.1") == Outcome::Status(200)
+            p.curl_with(&p.edge_config(), "127.0.0.1", auth) == Outcome::Status(200)
         });
         assert!(
             up,
             "HTTP tunnel did not come up\nedge:\n{}\ncore:\n{}",
-            p.cluster.edge.log.text(),
-            p.cluster.core().log.text()
+            p.edge().log.text(),
+            p.core().log.text()
         );
         p
+    }
+
+    fn edge(&self) -> &Node {
+        match &self.nodes {
+            Nodes::Cluster(c) => &c.edge,
+            Nodes::Access { edge, .. } => edge,
+        }
+    }
+
+    fn core(&self) -> &Node {
+        match &self.nodes {
+            Nodes::Cluster(c) => c.core(),
+            Nodes::Access { core, .. } => core,
+        }
+    }
+
+    fn ca(&self) -> std::path::PathBuf {
+        match &self.nodes {
+            Nodes::Cluster(c) => c.pki.ca_path(),
+            Nodes::Access { pki, .. } => pki.ca_path(),
+        }
     }
 
     fn edge_config(&self) -> String {
@@ -81,11 +168,17 @@ impl Protected {
 
     /// curl of `path` from source address `from`.
     fn curl(&self, path: &str, from: &str) -> Outcome {
+        self.curl_with(path, from, &[])
+    }
+
+    /// curl of `path` from `from` with further arguments `extra`.
+    fn curl_with(&self, path: &str, from: &str, extra: &[&str]) -> Outcome {
         let out = Command::new("curl")
             .args(["-sS", "--path-as-is", "--max-time", "5", "-o", "/dev/null"])
             .args(["-w", "%{http_code}", "--interface", from])
+            .args(extra)
             .arg("--cacert")
-            .arg(self.cluster.pki.ca_path())
+            .arg(self.ca())
             .arg("--resolve")
             .arg(format!("edge.example.com:{}:127.0.0.1", self.https.port()))
             .arg(format!(
@@ -105,17 +198,17 @@ impl Protected {
     }
 
     fn protection(&self) -> Value {
-        self.cluster.edge.status()["protection"].clone()
+        self.edge().status()["protection"].clone()
     }
 
     fn blocked(&self) -> Vec<Value> {
-        let reply = self.cluster.edge.admin("blocked");
+        let reply = self.edge().admin("blocked");
         assert_eq!(reply["ok"], true, "{reply}");
         reply["blocked"].as_array().cloned().unwrap_or_default()
     }
 
     fn log(&self) -> String {
-        self.cluster.edge.log.text()
+        self.edge().log.text()
     }
 }
 
@@ -159,7 +252,7 @@ fn repeated_denials_block_the_source_before_tls_until_unblocked() {
     );
     assert!(closed_at_accept(p.https, "127.0.0.1"), "closed before TLS");
     assert!(
-        closed_at_accept(p.cluster.edge.addr("sip"), "127.0.0.1"),
+        closed_at_accept(p.edge().addr("sip"), "127.0.0.1"),
         "the SIP listener drops it too"
     );
     let status = p.protection();
@@ -195,7 +288,7 @@ fn repeated_denials_block_the_source_before_tls_until_unblocked() {
 
     assert_eq!(p.curl(&p.edge_config(), "127.0.0.2"), Outcome::Status(200));
 
-    let reply = p.cluster.edge.admin("unblock 127.0.0.1");
+    let reply = p.edge().admin("unblock 127.0.0.1");
     assert_eq!(
         (&reply["ok"], &reply["unblocked"]),
         (&Value::Bool(true), &Value::Bool(true)),
@@ -203,12 +296,55 @@ fn repeated_denials_block_the_source_before_tls_until_unblocked() {
     );
     assert_eq!(p.curl(&p.edge_config(), "127.0.0.1"), Outcome::Status(200));
     assert!(p.blocked().is_empty());
-    let again = p.cluster.edge.admin("unblock 127.0.0.1");
+    let again = p.edge().admin("unblock 127.0.0.1");
     assert_eq!(again["unblocked"], false, "{again}");
-    let bad = p.cluster.edge.admin("unblock not-an-address");
+    let bad = p.edge().admin("unblock not-an-address");
     assert_eq!(bad["ok"], false, "{bad}");
-    let core = p.cluster.core().admin("blocked");
+    let core = p.core().admin("blocked");
     assert_eq!(core["ok"], false, "the core runs no protection: {core}");
+}
+
+#[test]
+fn wrong_passwords_block_under_http_ce_auth_but_challenges_do_not() {
+    if !curl_present("intrusion protection (http-ce-auth)") {
+        return;
+    }
+    let p = Protected::with_access(
+        "[protection.http-ce-auth]\ntrigger_level = 3\nexemptions = [\"127.0.0.3\"]\n",
+    );
+    let right = format!("alice:{}", password("alice"));
+    let config = p.edge_config();
+    for _ in 0..5 {
+        // No credentials: the core's 401 is the challenge of a sign-in, not a failure.
+        assert_eq!(p.curl(&config, "127.0.0.1"), Outcome::Status(401));
+    }
+    for _ in 0..5 {
+        let wrong = p.curl_with(&config, "127.0.0.3", &["-u", "alice:wrong"]);
+        assert_eq!(wrong, Outcome::Status(401), "exempt for http-ce-auth");
+    }
+    assert_eq!(
+        p.curl_with(&config, "127.0.0.3", &["-u", &right]),
+        Outcome::Status(200)
+    );
+    for i in 0..3 {
+        let wrong = p.curl_with(&config, "127.0.0.1", &["-u", "alice:wrong"]);
+        assert_eq!(wrong, Outcome::Status(401), "wrong password {i}");
+    }
+    let next = p.curl_with(&config, "127.0.0.1", &["-u", &right]);
+    assert!(
+        matches!(next, Outcome::NoAnswer(_)),
+        "blocked, even with the right password: {next:?}\n{}",
+        p.log()
+    );
+    let blocked = p.blocked();
+    assert_eq!(blocked.len(), 1, "{blocked:?}");
+    assert_eq!(
+        (&blocked[0]["address"], &blocked[0]["category"]),
+        (&Value::from("127.0.0.1"), &Value::from("http-ce-auth"))
+    );
+    let status = p.protection();
+    assert_eq!(status["categories"][0]["failures"], 3, "{status}");
+    assert_eq!(status["counters"]["exempt"], 5, "{status}");
 }
 
 #[test]
@@ -257,7 +393,7 @@ fn malformed_requests_block_for_a_short_duration_that_expires() {
     let p = Protected::start(
         "[protection.http-ce-intrusion]\ntrigger_level = 2\nblock_duration_s = 2\ndetection_window_s = 30\n",
     );
-    let config = tls_client_config(&p.cluster.pki.ca_path());
+    let config = tls_client_config(&p.ca());
     for i in 0..2 {
         // hyper answers 400 itself: the request never reaches the core.
         let answer = raw_https(&config, p.https, b"GET /\x01bad HTTP/1.1\r\n\r\n");
@@ -302,7 +438,7 @@ fn tunnel_listener_refusals_block_under_the_sshpfwd_categories() {
         "[protection.sshpfwd-auth]\ntrigger_level = 2\n[protection.sshpfwd-intrusion]\ntrigger_level = 2\n",
     );
     // No client certificate: the tunnel demands the core's.
-    let config = tls_client_config(&p.cluster.pki.ca_path());
+    let config = tls_client_config(&p.ca());
     for _ in 0..2 {
         let name = ServerName::try_from("edge.example.com").expect("name");
         let mut conn = rustls::ClientConnection::new(config.clone(), name).expect("client");
@@ -394,7 +530,7 @@ fn a_block_reaches_the_pinned_xdp_map_and_the_kernel_drops_the_source() {
     assert_eq!(other.action, edgeway_xdp::action::PASS, "others pass");
     assert_eq!(p.protection()["xdp"]["active"], true);
 
-    assert_eq!(p.cluster.edge.admin("unblock 127.0.0.1")["unblocked"], true);
+    assert_eq!(p.edge().admin("unblock 127.0.0.1")["unblocked"], true);
     assert!(map.addresses().expect("read blocked").is_empty());
     assert_eq!(
         program.test_run(&probe, 1).expect("test run").action,

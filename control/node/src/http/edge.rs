@@ -3,8 +3,8 @@
 //! tunnel replaces an older one (the core restarted); with none up, clients get 502.
 //!
 //! With intrusion protection ([`Shield`]), both listeners drop a blocked source's
-//! connection at accept, before TLS, and feed it what they see: on 8443 the core's 401
-//! (`http-ce-auth`), malformed TLS or HTTP, header floods and the allow list's 403
+//! connection at accept, before TLS, and feed it what they see: on 8443 the core's 401 to
+//! a request that carried credentials (`http-ce-auth`), malformed TLS or HTTP, header floods and the allow list's 403
 //! (`http-ce-intrusion`), 404 (`http-ce-resource`); on 2222 refused certificates
 //! (`sshpfwd-auth`) and bytes that are not TLS (`sshpfwd-intrusion`).
 
@@ -343,6 +343,9 @@ async fn forward(
         );
         return Ok(refusal);
     }
+    // A 401 to a request without credentials is the challenge that starts a sign-in, not
+    // an authorization failure.
+    let presented_credentials = request.headers().contains_key(hyper::header::AUTHORIZATION);
     let outcome = async {
         let (_, mut sender) = current(&tunnel).ok_or(HttpError::NoTunnel)?;
         let (mut parts, body) = request.into_parts();
@@ -372,7 +375,7 @@ async fn forward(
     Ok(match outcome.await {
         Ok(response) => {
             let category = match response.status() {
-                StatusCode::UNAUTHORIZED => Some(Category::HttpCeAuth),
+                StatusCode::UNAUTHORIZED if presented_credentials => Some(Category::HttpCeAuth),
                 StatusCode::FORBIDDEN => Some(Category::HttpCeIntrusion),
                 StatusCode::NOT_FOUND => Some(Category::HttpCeResource),
                 _ => None,
