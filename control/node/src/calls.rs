@@ -434,6 +434,14 @@ impl CallLog {
             }
             _ => {}
         }
+        if call
+            .leg_mut(from)
+            .as_ref()
+            .is_some_and(|l| l.to_tag.is_some())
+        {
+            // Both tags known: nothing to parse on this message's way through.
+            return;
+        }
         // The party on `from` is its dialog's caller only on the caller's leg: elsewhere
         // its own tag (From) is the callee's.
         let (own, peer) = (

@@ -348,6 +348,16 @@ impl EdgeProxy {
                 refuse(&self.counters.flow_gone, &req, 430, "Flow Failed", &[]),
             );
         }
+        if let Some(bytes) = crate::calls::maintenance_refusal(
+            self.maintenance,
+            &req,
+            Leg::Inside,
+            self.retry_after_s,
+            &self.counters,
+            self.media.as_mut(),
+        ) {
+            return reply(out, bytes);
+        }
         if let Err(bytes) = hop(&mut req) {
             return reply(out, bytes);
         }

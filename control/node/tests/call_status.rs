@@ -210,6 +210,27 @@ inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
     final_response(&mut rig.client)
 }
 
+/// The inside phone calls the client: refused by the node in maintenance, so the client
+/// never sees an INVITE.
+fn refused_from_inside(rig: &mut Rig, node: &str) {
+    rig.cluster
+        .ucm
+        .call("phone1", "alice")
+        .expect("ucm-sim call");
+    // Only an INVITE counts: the ACK for the node's own 503 is still proxied on to the
+    // client (hop-by-hop ACKs of local refusals are not absorbed yet; b2bua's).
+    let end = std::time::Instant::now() + Duration::from_secs(2);
+    while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+        if let Some(req) = rig.client.recv_request(left) {
+            assert_ne!(
+                req.method,
+                edgeway_sip::Method::Invite,
+                "{node} in maintenance let a new call through: {req:?}"
+            );
+        }
+    }
+}
+
 fn drained(socket: &Path) -> Value {
     let reply: Value =
         serde_json::from_str(&ctl(socket, &["control", "status", "--json"])).expect("JSON");
@@ -235,13 +256,20 @@ fn maintenance_refuses_new_calls_keeps_the_established_one_and_reports_drained()
             .is_some_and(|r| r > 0),
         "Retry-After in seconds: {refused:?}"
     );
+    refused_from_inside(&mut rig, "core");
+    assert_eq!(rig.cluster.core().counter("maintenance_calls_refused"), 2);
+
+    // The edge on its own: the same, from either side.
+    ctl(&core, &["control", "maintenance", "off"]);
     ctl(&edge, &["control", "maintenance", "on"]);
     let refused = new_call(&mut rig, "cs-maint-3");
     assert_eq!(refused.status, 503, "edge in maintenance: {refused:?}");
     assert!(refused.headers.first(&HeaderName::RetryAfter).is_some());
     assert!(refused.reason.contains("new calls"), "{refused:?}");
-    assert_eq!(rig.cluster.edge.counter("maintenance_calls_refused"), 1);
-    assert_eq!(rig.cluster.core().counter("maintenance_calls_refused"), 1);
+    refused_from_inside(&mut rig, "edge");
+    assert_eq!(rig.cluster.edge.counter("maintenance_calls_refused"), 2);
+    assert_eq!(rig.cluster.core().counter("maintenance_calls_refused"), 2);
+    ctl(&core, &["control", "maintenance", "on"]);
 
     // The established call is untouched: media both ways, an in-dialog re-INVITE, BYE.
     let (received, decrypted) = exchange(&media, edge_media, &mut tx, &crypto, 1, 40);
