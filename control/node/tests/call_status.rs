@@ -20,8 +20,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use call_rig::{
-    client_offer, context, establish, exchange, final_response, in_dialog, invite, rig, with_sdp,
-    Rig, CLIENT_CRYPTO,
+    client_offer, context, establish, exchange, final_response, in_dialog, invite, rig, rig_with,
+    with_sdp, Rig, CLIENT_CRYPTO,
 };
 use edgeway_sip::HeaderName;
 use edgeway_testkit::control::eventually;
@@ -87,10 +87,10 @@ fn the_call(socket: &Path, node: &str) -> Value {
 
 #[test]
 fn a_call_is_listed_on_both_nodes_with_rising_counters_then_in_history_with_its_cause() {
-    let mut rig = rig((21000, 21499), (21500, 21999));
+    let mut rig = rig((10000, 10499), (10500, 10999));
     let edge = rig.cluster.edge.admin_path.clone();
     let core = rig.cluster.core().admin_path.clone();
-    let (media, ok, edge_media, crypto) = establish(&mut rig, "cs-call-1", 21500..22000);
+    let (media, ok, edge_media, crypto) = establish(&mut rig, "cs-call-1", 10500..11000);
     let mut tx = context(CLIENT_CRYPTO);
     let (received, _) = exchange(&media, edge_media, &mut tx, &crypto, 1, 40);
     assert!(received > 10, "media reached the client: {received}");
@@ -177,7 +177,7 @@ fn a_call_is_listed_on_both_nodes_with_rising_counters_then_in_history_with_its_
 
 #[test]
 fn a_refused_offer_is_in_history_with_its_cause_on_both_nodes() {
-    let mut rig = rig((23000, 23499), (23500, 23999));
+    let mut rig = rig((11500, 11749), (11750, 11999));
     let sdp = "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
 m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
     rig.client
@@ -197,6 +197,51 @@ m=audio 40000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n";
         edge[0]
     );
     assert!(calls_json(&rig.cluster.core().admin_path, false).is_empty());
+    let core = rig.cluster.core();
+    assert_eq!(
+        core.admin("calls history --limit 0")["history"],
+        serde_json::json!([])
+    );
+    let bad = core.admin("calls history --limit many");
+    assert_eq!(bad["ok"], false, "{bad}");
+    assert!(
+        bad["error"].as_str().is_some_and(|e| e.contains("--limit")),
+        "{bad}"
+    );
+}
+
+#[test]
+fn an_unanswered_call_rings_then_ends_in_history_as_a_timeout() {
+    let mut rig = rig_with(
+        (11000, 11249),
+        (11250, 11499),
+        "call_setup_timeout_ms = 3000",
+    );
+    rig.cluster.ucm.answer_mode("phone1", "ring");
+    let core = rig.cluster.core().admin_path.clone();
+    let edge = rig.cluster.edge.admin_path.clone();
+    let sdp = "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+m=audio 40002 RTP/SAVP 0\r\na=rtpmap:0 PCMU/8000\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 \
+inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n";
+    rig.client
+        .send_raw(&invite(&rig.client, "cs-ring-1", sdp))
+        .expect("INVITE");
+    for (socket, node) in [(&core, "core"), (&edge, "edge")] {
+        assert!(
+            eventually(Duration::from_secs(2), || calls_json(socket, false)
+                .first()
+                .is_some_and(|c| c["state"] == "ringing")),
+            "{node} shows the call ringing: {:?}",
+            calls_json(socket, false)
+        );
+    }
+    let gave_up = final_response(&mut rig.client);
+    assert_eq!(gave_up.status, 408, "{gave_up:?}");
+    let history = calls_json(&core, true);
+    assert_eq!(history[0]["cause"], "timeout", "{history:?}");
+    assert!(history[0]["answered_ms"].is_null(), "{history:?}");
+    let history = calls_json(&edge, true);
+    assert_eq!(history[0]["cause"], "status 408", "{history:?}");
 }
 
 /// A new INVITE from the rig's client: its final response.
@@ -239,10 +284,10 @@ fn drained(socket: &Path) -> Value {
 
 #[test]
 fn maintenance_refuses_new_calls_keeps_the_established_one_and_reports_drained() {
-    let mut rig = rig((27000, 27499), (27500, 27999));
+    let mut rig = rig((9000, 9499), (9500, 9999));
     let edge = rig.cluster.edge.admin_path.clone();
     let core = rig.cluster.core().admin_path.clone();
-    let (media, ok, edge_media, crypto) = establish(&mut rig, "cs-maint-1", 27500..28000);
+    let (media, ok, edge_media, crypto) = establish(&mut rig, "cs-maint-1", 9500..10000);
     let mut tx = context(CLIENT_CRYPTO);
 
     ctl(&core, &["control", "maintenance", "on"]);

@@ -199,6 +199,11 @@ pub(crate) struct Rig {
 /// (its first pair the demultiplexing one); each test its own ranges, below the ephemeral
 /// range, so tests run in parallel.
 pub(crate) fn rig(core: (u16, u16), edge: (u16, u16)) -> Rig {
+    rig_with(core, edge, "")
+}
+
+/// [`rig`] with `core_settings` added to the core's `[core]` section.
+pub(crate) fn rig_with(core: (u16, u16), edge: (u16, u16), core_settings: &str) -> Rig {
     let core_dp = Dataplane::start("core", &format!("{}-{}", core.0, core.1), &[]);
     let edge_dp = Dataplane::start(
         "edge",
@@ -207,7 +212,10 @@ pub(crate) fn rig(core: (u16, u16), edge: (u16, u16)) -> Rig {
     );
     let opts = ClusterOptions {
         edge_extra: media_section(&edge_dp.dir, &format!("demux_ports = [{}]", edge.0)),
-        core_extra: media_section(&core_dp.dir, "inside_security = \"secure\""),
+        core_extra: format!(
+            "{core_settings}\n{}",
+            media_section(&core_dp.dir, "inside_security = \"secure\"")
+        ),
         users: Some(users()),
         ..ClusterOptions::default()
     };
