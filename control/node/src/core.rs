@@ -10,6 +10,27 @@
 //!
 //! Route choice: a request goes to the first configured Unified CM node that is connected,
 //! through its `CEtls-` zone when the node is configured for TLS, else its `CEtcp-` zone.
+//!
+//! Calls: the core is a B2BUA (`edgeway_b2bua::B2bCall`). An INVITE outside a dialog from
+//! the edge (a client calling in) or from Unified CM to a binding (a call to a client)
+//! gets `100 Trying` and becomes a second, independent dialog on the other side: a fresh
+//! Call-ID and From tag, the core's own Via and Contact, CSeq 1; Request-URI, From and To
+//! identities and the end-to-end headers kept (the client's Contact, Via and Record-Route
+//! never go inside). Towards a client the new INVITE is routed by the binding's edge Path
+//! (the edge record-routes it, so the outside dialog's later requests name the client's
+//! flow). Every later message is matched to its call by (leg, Call-ID) before any proxy
+//! logic: responses map back with the other dialog's tags, the 2xx ACK is rebuilt per
+//! dialog and a non-2xx is ACKed here, CANCEL is answered 200 and sent on for the new
+//! INVITE (its 487 comes back), and BYE, re-INVITE, UPDATE, PRACK, INFO, REFER/NOTIFY,
+//! OPTIONS, SUBSCRIBE and MESSAGE inside the call's dialogs cross through `DialogPair`.
+//! Out-of-dialog OPTIONS, MESSAGE, SUBSCRIBE and NOTIFY (and dialogs a SUBSCRIBE makes)
+//! stay proxied as before. Both dialogs' SDP goes through [`CallMedia`] keyed by the
+//! outside Call-ID (the one the edge sees). [`CoreProxy::call_timeouts`]: a call not
+//! answered within `core.call_setup_timeout_ms` (180 s) gets 408 on the caller's leg and a
+//! CANCEL on the callee's; an in-dialog request unanswered for 32 s gets 408 (the timer
+//! F give-up; TCP/TLS only, so nothing is retransmitted); an established call whose every
+//! RTP entry went idle is hung up with BYE on both legs; after the traversal zone drops,
+//! the inside legs are ended.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -1268,7 +1289,9 @@ impl CoreProxy {
         if let Some(media) = &mut self.media {
             for key in end_media {
                 // Orphaned calls already ended (connection lost): this names the others.
-                media.log_mut().set_cause(&key, crate::calls::EndCause::Timeout);
+                media
+                    .log_mut()
+                    .set_cause(&key, crate::calls::EndCause::Timeout);
                 media.end(&key);
             }
         }

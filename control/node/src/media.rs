@@ -3,10 +3,13 @@
 //! `FlowUpdate` is applied to the node's flow table at once, opened through
 //! `edgeway_xdp::open_table` so a change reaches the XDP map in the same call.
 //!
-//! Driven by the proxies: [`CallMedia::request`] for a request crossing from one leg
+//! Driven by the signalling: [`CallMedia::request`] for a request crossing from one leg
 //! (its body rewritten in place, or a refusal to send back to its sender) and
-//! [`CallMedia::response`] for a response. Calls are keyed by Call-ID: both roles are
-//! still proxies for signalling, so a call's Call-ID is the same on both of its sides.
+//! [`CallMedia::response`] for a response, keyed by the message's Call-ID (the edge is a
+//! proxy: a call has one Call-ID there); the core's B2BUA, whose two dialogs have two
+//! Call-IDs, calls [`CallMedia::request_for`] and [`CallMedia::response_for`] with the
+//! outside one as the key. [`CallMedia::idle_calls`] lists established calls whose every
+//! RTP entry went idle (the B2BUA hangs them up).
 //! Offer or answer is decided per call: a body from the leg the pending offer did not come
 //! from is its answer; any other body is a new offer. What happens per method:
 //!
@@ -22,8 +25,9 @@
 //!   down (both roles): its calls, or all calls, are torn down.
 //! - a bad body in a request: the planner's status and `Warning` go back to its sender and
 //!   the call is left as before (a new call is forgotten). In a response: the call is torn
-//!   down and the response becomes the planner's status with its `Warning` (the callee's
-//!   dialog is then left without an ACK: known limit).
+//!   down and the response becomes the planner's status with its `Warning` (on the core
+//!   the B2BUA then ACKs the callee's 2xx and hangs it up; on the edge, a proxy, the
+//!   callee's dialog is left without an ACK: known limit).
 //!
 //! Time is the table's Unix milliseconds (`edgeway_flowtable::unix_ms`); keys come from the
 //! OS CSPRNG.

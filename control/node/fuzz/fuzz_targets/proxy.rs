@@ -1,7 +1,10 @@
 //! Arbitrary messages from every side into an edge and a core wired back to back: a client
 //! flow, the traversal zone in both directions, and Unified CM connections. Nothing may
 //! panic, and everything either proxy emits must be a SIP message that parses again (a
-//! proxy must never turn bad input into bad output for another peer).
+//! proxy must never turn bad input into bad output for another peer). `Answer` replies to
+//! the last request the core sent Unified CM or the edge sent a client, so the core's
+//! B2BUA calls (whose Call-IDs and tags are random) reach their setup, early-dialog,
+//! in-dialog and timeout paths too.
 #![no_main]
 
 use std::sync::Arc;
@@ -11,7 +14,7 @@ use arbitrary::Arbitrary;
 use edgeway_control::config::{DomainConfig, UcmNode, UcmTransport};
 use edgeway_control::core::{CoreOutput, CoreProxy, CoreSettings};
 use edgeway_control::edge::{EdgeOutput, EdgeProxy};
-use edgeway_sip::Message;
+use edgeway_sip::{HeaderName, Message};
 use libfuzzer_sys::fuzz_target;
 
 /// A message assembled from parts, so most inputs parse and reach the proxy logic.
@@ -88,6 +91,9 @@ enum Input {
     CloseFlow(u8),
     Maintenance(bool),
     Advance(u16),
+    /// A response to the last request the core sent Unified CM (`to_ucm`) or the edge sent
+    /// a client, so the B2BUA's calls (random Call-IDs and tags) are answered too.
+    Answer { to_ucm: bool, status: u16, tagged: bool, contact: bool, body: String },
 }
 
 fn must_parse(bytes: &[u8]) -> Message {
@@ -119,6 +125,8 @@ fuzz_target!(|inputs: Vec<Input>| {
         },
         counters,
     );
+    // Short enough for Advance steps to reach it.
+    core.set_call_setup_timeout(Duration::from_secs(2));
     edge.set_traversal_up(true);
     core.set_traversal_up(true);
     core.set_node_connection(0, Some(1));
@@ -126,6 +134,8 @@ fuzz_target!(|inputs: Vec<Input>| {
         edge.flow_opened(f);
     }
     let mut now = Instant::now();
+    let mut last_ucm: Option<edgeway_sip::Request> = None;
+    let mut last_client: Option<(u64, edgeway_sip::Request)> = None;
     for input in inputs.into_iter().take(64) {
         let input = match input {
             Input::FromClient { flow, msg } => Input::RawFromClient { flow, bytes: msg.bytes() },
@@ -141,8 +151,10 @@ fuzz_target!(|inputs: Vec<Input>| {
                 edge.client_message(u64::from(flow % 5), msg, &mut out);
                 for o in out {
                     match o {
-                        EdgeOutput::ToClient(_, b) => {
-                            must_parse(&b);
+                        EdgeOutput::ToClient(f, b) => {
+                            if let Message::Request(r) = must_parse(&b) {
+                                last_client = Some((f, r));
+                            }
                         }
                         EdgeOutput::ToCore(b) => to_core.push(b),
                     }
@@ -155,7 +167,9 @@ fuzz_target!(|inputs: Vec<Input>| {
                 for o in out {
                     match o {
                         CoreOutput::ToUcm(_, b) => {
-                            must_parse(&b);
+                            if let Message::Request(r) = must_parse(&b) {
+                                last_ucm = Some(r);
+                            }
                         }
                         CoreOutput::ToEdge(b) => to_edge.push(b),
                     }
@@ -169,6 +183,62 @@ fuzz_target!(|inputs: Vec<Input>| {
             Input::Advance(ms) => {
                 now += Duration::from_millis(u64::from(ms) * 100);
                 core.handle_timeout(now);
+                // The B2BUA's timers: setup give-ups (CANCEL + 408), 408s, idle BYEs.
+                let mut out = Vec::new();
+                core.call_timeouts(now, &mut out);
+                for o in out {
+                    match o {
+                        CoreOutput::ToEdge(b) => to_edge.push(b),
+                        CoreOutput::ToUcm(_, b) => {
+                            if let Message::Request(r) = must_parse(&b) {
+                                last_ucm = Some(r);
+                            }
+                        }
+                    }
+                }
+            }
+            Input::Answer { to_ucm, status, tagged, contact, body } => {
+                let answered = if to_ucm {
+                    last_ucm.as_ref().map(|r| (None, r))
+                } else {
+                    last_client.as_ref().map(|(f, r)| (Some(*f), r))
+                };
+                let Some((flow, req)) = answered else { continue };
+                let mut resp = req.make_response(100 + status % 600, "R", tagged.then_some("far"));
+                if contact {
+                    let _ = resp.headers.push(HeaderName::Contact, "<sip:far@192.0.2.9:5060>");
+                }
+                if !body.is_empty() {
+                    let _ = resp.set_body(Some("application/sdp"), body.into_bytes());
+                }
+                let mut out = Vec::new();
+                match flow {
+                    None => {
+                        let mut o = Vec::new();
+                        core.ucm_message(now, 1, Message::Response(resp), &mut o);
+                        for o in o {
+                            match o {
+                                CoreOutput::ToUcm(_, b) => {
+                                    if let Message::Request(r) = must_parse(&b) {
+                                        last_ucm = Some(r);
+                                    }
+                                }
+                                CoreOutput::ToEdge(b) => to_edge.push(b),
+                            }
+                        }
+                    }
+                    Some(f) => {
+                        edge.client_message(f, Message::Response(resp), &mut out);
+                        for o in out {
+                            match o {
+                                EdgeOutput::ToClient(_, b) => {
+                                    must_parse(&b);
+                                }
+                                EdgeOutput::ToCore(b) => to_core.push(b),
+                            }
+                        }
+                    }
+                }
             }
             Input::FromClient { .. } | Input::FromUcm { .. } => {} // normalised above
         }
@@ -181,7 +251,9 @@ fuzz_target!(|inputs: Vec<Input>| {
                     match o {
                         CoreOutput::ToEdge(b) => to_edge.push(b),
                         CoreOutput::ToUcm(_, b) => {
-                            must_parse(&b);
+                            if let Message::Request(r) = must_parse(&b) {
+                                last_ucm = Some(r);
+                            }
                         }
                     }
                 }
@@ -192,8 +264,10 @@ fuzz_target!(|inputs: Vec<Input>| {
                 for o in out {
                     match o {
                         EdgeOutput::ToCore(b) => to_core.push(b),
-                        EdgeOutput::ToClient(_, b) => {
-                            must_parse(&b);
+                        EdgeOutput::ToClient(f, b) => {
+                            if let Message::Request(r) = must_parse(&b) {
+                                last_client = Some((f, r));
+                            }
                         }
                     }
                 }
