@@ -1441,4 +1441,93 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
         core.ucm_message(t0, 1, parse(options.as_bytes()), &mut out);
         assert!(matches!(&out[..], [CoreOutput::ToUcm(1, b)] if b.starts_with(b"SIP/2.0 480")));
     }
+
+    fn request(b: &[u8]) -> Request {
+        match parse(b) {
+            Message::Request(r) => r,
+            Message::Response(r) => panic!("a request, not {r:?}"),
+        }
+    }
+
+    fn response(b: &[u8]) -> Response {
+        match parse(b) {
+            Message::Response(r) => r,
+            Message::Request(r) => panic!("a response, not {r:?}"),
+        }
+    }
+
+    const CLIENT_INVITE: &str = "INVITE sip:phone1@example.com SIP/2.0\r\n\
+Via: SIP/2.0/TLS edge.example.com:5061;branch=z9hG4bK-ewe1;ewf=3\r\n\
+Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKc1\r\n\
+Record-Route: <sip:ewf3@edge.example.com:5061;transport=tls;lr;ob>\r\n\
+Max-Forwards: 69\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:phone1@example.com>\r\n\
+Call-ID: out1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.1:5061;transport=tls>\r\n\
+Content-Length: 0\r\n\r\n";
+
+    #[test]
+    fn a_client_invite_becomes_a_dialog_of_its_own_and_the_answer_maps_back() {
+        let (mut core, _) = core();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        core.edge_message(t0, parse(CLIENT_INVITE.as_bytes()), &mut out);
+        let [CoreOutput::ToEdge(trying), CoreOutput::ToUcm(1, inside)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(response(trying).status, 100);
+        let inside = request(inside);
+        let h = &inside.headers;
+        assert_ne!(h.call_id().expect("Call-ID"), "out1");
+        assert_ne!(h.from_addr().expect("From").tag(), Some("a1"));
+        assert_eq!(h.via().expect("Via").len(), 1);
+        assert_eq!(h.max_forwards().expect("Max-Forwards"), Some(68));
+        assert!(h.first(&HeaderName::RecordRoute).is_none());
+        assert_eq!(core.call_count(), 1);
+        // The phone answers on the inside dialog; the client gets the core's tag.
+        let mut ok = inside.make_response(200, "OK", Some("ph"));
+        ok.headers
+            .push(HeaderName::Contact, "<sip:2001@127.0.0.1:5060>")
+            .expect("Contact");
+        out.clear();
+        core.ucm_message(t0, 1, Message::Response(ok), &mut out);
+        let [CoreOutput::ToEdge(back)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let back = response(back);
+        assert_eq!(back.status, 200);
+        assert_eq!(back.headers.call_id().expect("Call-ID"), "out1");
+        assert_eq!(
+            back.headers.top_via().expect("Via").branch(),
+            Some("z9hG4bK-ewe1"),
+            "back down the edge's Via"
+        );
+        let tag = back.headers.to_addr().expect("To").tag().map(str::to_owned);
+        assert!(tag.is_some_and(|t| t != "ph"), "the core's own To tag");
+        assert!(back
+            .headers
+            .first(&HeaderName::Contact)
+            .is_some_and(|c| c.contains("core.example.com")));
+    }
+
+    #[test]
+    fn an_unanswered_call_times_out_on_both_legs_and_is_forgotten() {
+        let (mut core, _) = core();
+        core.set_call_setup_timeout(Duration::from_secs(5));
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        core.edge_message(t0, parse(CLIENT_INVITE.as_bytes()), &mut out);
+        out.clear();
+        core.call_timeouts(t0 + Duration::from_secs(4), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        core.call_timeouts(t0 + Duration::from_secs(5), &mut out);
+        let [CoreOutput::ToEdge(timeout), CoreOutput::ToUcm(1, cancel)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(response(timeout).status, 408);
+        assert_eq!(request(cancel).method, Method::Cancel);
+        assert_eq!(core.call_count(), 0);
+        // After the linger the call's Call-IDs are forgotten: a late 487 is a stray.
+        out.clear();
+        core.call_timeouts(t0 + Duration::from_secs(40), &mut out);
+        assert!(core.calls.is_empty() && core.call_ids.is_empty());
+    }
 }

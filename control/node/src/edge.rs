@@ -480,4 +480,49 @@ Call-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         assert_eq!(counters.maintenance_refused.load(Ordering::Relaxed), 1);
         assert_eq!(counters.traversal_down_refused.load(Ordering::Relaxed), 1);
     }
+
+    #[test]
+    fn a_call_to_a_client_is_record_routed_and_the_clients_route_to_the_edge_is_popped() {
+        let mut edge = EdgeProxy::new("edge.example.com", 5061, Arc::default());
+        edge.flow_opened(4);
+        edge.set_traversal_up(true);
+        let invite = "INVITE sip:alice@192.0.2.1:5061;transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS core.example.com:5060;branch=z9hG4bK-ewx\r\n\
+Route: <sip:ewf4@edge.example.com:5061;transport=tls;lr;ob>\r\nMax-Forwards: 70\r\n\
+From: <sip:2001@example.com>;tag=c1\r\nTo: <sip:alice@example.com>\r\nCall-ID: o1\r\n\
+CSeq: 1 INVITE\r\nContact: <sip:core.example.com:5060;transport=tls>\r\nContent-Length: 0\r\n\r\n";
+        let mut out = Vec::new();
+        edge.core_message(parse(invite.as_bytes()), &mut out);
+        let [EdgeOutput::ToClient(4, fwd)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let Message::Request(fwd) = parse(fwd) else {
+            panic!("request")
+        };
+        assert!(
+            fwd.headers.routes().expect("Route").is_empty(),
+            "its Route popped"
+        );
+        let rr = fwd.headers.record_routes().expect("Record-Route");
+        assert_eq!(
+            rr[0].uri.to_string(),
+            "sip:ewf4@edge.example.com:5061;transport=tls;lr;ob",
+            "the edge stays in the dialog, naming the flow"
+        );
+        // The client's BYE routes through the edge first: that Route is the edge's own.
+        let bye = "BYE sip:core.example.com:5060;transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKb1\r\n\
+Route: <sip:ewf4@edge.example.com:5061;transport=tls;lr;ob>\r\nMax-Forwards: 70\r\n\
+From: <sip:alice@example.com>;tag=a\r\nTo: <sip:2001@example.com>;tag=c1\r\nCall-ID: o1\r\n\
+CSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n";
+        out.clear();
+        edge.client_message(4, parse(bye.as_bytes()), &mut out);
+        let [EdgeOutput::ToCore(fwd)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let Message::Request(fwd) = parse(fwd) else {
+            panic!("request")
+        };
+        assert!(fwd.headers.routes().expect("Route").is_empty());
+    }
 }
