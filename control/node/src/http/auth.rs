@@ -388,6 +388,15 @@ impl AccessCounters {
     }
 }
 
+/// `text` fit for a quoted-string in a header: printable ASCII without `"` and `\\` (a
+/// token's `alg`, quoted back in `error_description`, is the client's text), at most 200.
+fn quotable(text: &str) -> String {
+    text.chars()
+        .filter(|c| matches!(c, ' '..='~') && !matches!(c, '"' | '\\'))
+        .take(200)
+        .collect()
+}
+
 /// The core's access control state: configuration, signing keys, the credential and token
 /// caches and the rate-control windows.
 #[derive(Debug)]
@@ -455,13 +464,13 @@ impl AccessControl {
     }
 
     fn challenges(&self, realm: &str, error: Option<&str>) -> Vec<String> {
-        let realm = realm.replace(['"', '\\'], "");
+        let realm = quotable(realm);
         let mut out = Vec::new();
         if self.cfg.accepts_tokens() {
             out.push(match error {
                 Some(e) => format!(
                     "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
-                    e.replace(['"', '\\'], "'")
+                    quotable(e)
                 ),
                 None => format!("Bearer realm=\"{realm}\""),
             });
@@ -603,7 +612,7 @@ impl AccessControl {
             Err(TokenError::NoMraPolicy) => Step::Decided(Decision::Forbidden {
                 challenge: format!(
                     "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
-                    realm.replace(['"', '\\'], ""),
+                    quotable(realm),
                     token::MRA_SCOPE
                 ),
             }),
