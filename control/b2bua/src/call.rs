@@ -414,10 +414,18 @@ impl B2bCall {
         via: &Via,
         body: Option<Vec<u8>>,
     ) -> Result<Option<Request>, CallError> {
-        if request.method == Method::Ack && from == self.caller {
+        if matches!(request.method, Method::Ack | Method::Invite) && from == self.caller {
             let seq = request.headers.cseq().map_err(invite_error)?.seq;
             let initial = self.incoming.headers.cseq().map_err(invite_error)?.seq;
-            if seq == initial && self.state != SetupState::Confirmed {
+            let untagged = request.headers.to_addr().is_ok_and(|t| t.tag().is_none());
+            if request.method == Method::Invite && untagged && seq == initial {
+                // The initial INVITE again (a retransmission): already forwarded.
+                return Ok(None);
+            }
+            if request.method == Method::Ack
+                && seq == initial
+                && self.state != SetupState::Confirmed
+            {
                 return Ok(None);
             }
         }

@@ -176,6 +176,12 @@ fn the_new_leg_has_its_own_identity_and_keeps_the_callers() {
 #[test]
 fn early_dialogs_prack_update_answer_ack_and_in_dialog_requests_cross() {
     let (mut call, out) = start();
+    // The initial INVITE again (a retransmission) is absorbed, not refused.
+    assert_eq!(
+        call.request(Leg::Outside, &client_invite(), &via("x"), None)
+            .unwrap(),
+        None
+    );
     // A reliable 183: both early dialogs; the caller sees our tag and Contact, RSeq kept.
     let p183 = phone(&out, 183, &[("RSeq", "1"), ("Require", "100rel")]);
     assert!(call.is_setup_response(&p183));
