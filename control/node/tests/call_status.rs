@@ -317,25 +317,38 @@ fn maintenance_refuses_new_calls_keeps_the_established_one_and_reports_drained()
     ctl(&core, &["control", "maintenance", "on"]);
 
     // The established call is untouched: media both ways, an in-dialog re-INVITE, BYE.
-    let (received, decrypted) = exchange(&media, edge_media, &mut tx, &crypto, 1, 40);
+    let (received, decrypted) = exchange(&media, edge_media, &mut tx, &crypto, 1, 75);
     assert!(
         received > 10 && decrypted == received,
-        "{received} {decrypted}"
+        "received {received}, decrypted {decrypted}\ncore: {:?}\nedge: {:?}\nucm-sim: {:?}",
+        calls_json(&core, false),
+        calls_json(&edge, false),
+        rig.cluster.ucm.calls()
     );
+    // In-dialog re-INVITEs go on: hold, then resume, each state on both nodes.
     let port = media.local_addr().expect("addr").port();
-    let reinvite = with_sdp(
-        in_dialog(&rig.client, "INVITE", 2, &ok),
-        &client_offer(port, 2, "sendrecv"),
-    );
-    rig.client.send_raw(&reinvite).expect("re-INVITE");
-    let answered = final_response(&mut rig.client);
-    assert_eq!(answered.status, 200, "in-dialog re-INVITE: {answered:?}");
+    for (cseq, direction, state) in [(2, "sendonly", "on hold"), (3, "sendrecv", "established")] {
+        let reinvite = with_sdp(
+            in_dialog(&rig.client, "INVITE", cseq, &ok),
+            &client_offer(port, cseq, direction),
+        );
+        rig.client.send_raw(&reinvite).expect("re-INVITE");
+        let answered = final_response(&mut rig.client);
+        assert_eq!(answered.status, 200, "re-INVITE {direction}: {answered:?}");
+        rig.client
+            .send_raw(&in_dialog(&rig.client, "ACK", cseq, &ok))
+            .expect("ACK");
+        for (socket, node) in [(&edge, "edge"), (&core, "core")] {
+            let calls = calls_json(socket, false);
+            assert_eq!(calls.len(), 1, "{node}: {calls:?}");
+            assert_eq!(
+                calls[0]["state"], state,
+                "{node} after {direction}: {calls:?}"
+            );
+        }
+    }
     rig.client
-        .send_raw(&in_dialog(&rig.client, "ACK", 2, &ok))
-        .expect("ACK");
-    assert_eq!(the_call(&core, "core")["state"], "established");
-    rig.client
-        .send_raw(&in_dialog(&rig.client, "BYE", 3, &ok))
+        .send_raw(&in_dialog(&rig.client, "BYE", 4, &ok))
         .expect("BYE");
     assert_eq!(final_response(&mut rig.client).status, 200);
 
