@@ -662,10 +662,10 @@ fn dns_answer(query: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The RTP ports of a [`Baresip::spawn_caller`]: below the media ranges edgeway's tests
-/// and `scripts/demo` give their data planes (16000 and up), so baresip never holds a port
-/// a data plane is about to bind (baresip's default, 10000-20000, overlaps them).
-pub const BARESIP_RTP_PORTS: &str = "12000-15999";
+/// The RTP ports of a [`Baresip::spawn_caller`]: a range no test's or `scripts/demo`'s data
+/// plane uses (they take 9000-14999 and 16000-31999), so baresip never holds a port a data
+/// plane is about to bind (baresip's default, 10000-20000, overlaps them).
+pub const BARESIP_RTP_PORTS: &str = "15000-15999";
 
 /// What [`Baresip::spawn_caller`] adds to an account: media encryption, a real audio source
 /// and a command port, so a test can place calls and read their statistics.
