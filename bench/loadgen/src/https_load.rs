@@ -154,7 +154,7 @@ enum RequestFailure {
     #[error("connection: {0}")]
     Io(#[from] io::Error),
     #[error("unreadable answer: {0}")]
-    BadResponse(String),
+    BadResponse(#[from] ResponseError),
     #[error("answered {0}")]
     Status(u16),
 }
@@ -173,11 +173,42 @@ impl RequestFailure {
     }
 }
 
-/// One parsed answer: its status and whether the server will close the connection.
+/// Why an answer could not be read as HTTP/1.x.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResponseError {
+    /// No blank line within the first 64 KiB.
+    #[error("head over 64 KiB")]
+    HeadTooLarge,
+    /// The head holds bytes that are not UTF-8.
+    #[error("head is not UTF-8")]
+    NotUtf8,
+    /// The status line does not start with `HTTP/1.`.
+    #[error("status line is not HTTP/1.x")]
+    NotHttp1,
+    /// No three-digit status code after the version.
+    #[error("no status code")]
+    NoStatus,
+    /// A header line without a colon.
+    #[error("header line without ':'")]
+    BadHeader,
+    /// A Content-Length that is not a number.
+    #[error("bad Content-Length")]
+    BadContentLength,
+    /// A chunk-size line that is not hexadecimal.
+    #[error("bad chunk size")]
+    BadChunk,
+}
+
+/// A complete answer at the start of a buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Answer {
-    status: u16,
-    closes: bool,
+pub struct ResponseFrame {
+    /// Its status code.
+    pub status: u16,
+    /// Whether the server closes the connection after it.
+    pub closes: bool,
+    /// Its length in bytes, head and body.
+    pub len: usize,
 }
 
 /// How the body of an answer ends.
@@ -188,31 +219,57 @@ enum BodyEnd {
     AtClose,
 }
 
+/// Whether `data` starts with a complete HTTP/1.x answer, sans-IO: `Ok(None)` while more
+/// bytes are needed. `at_eof`: the server has closed, which completes a body delimited by
+/// the close. Content-Length, chunked and close-delimited bodies; no body for 1xx, 204, 304.
+pub fn response_frame(data: &[u8], at_eof: bool) -> Result<Option<ResponseFrame>, ResponseError> {
+    let Some(head_end) = find(data, b"\r\n\r\n").map(|p| p + 4) else {
+        return if data.len() > MAX_HEAD {
+            Err(ResponseError::HeadTooLarge)
+        } else {
+            Ok(None)
+        };
+    };
+    if head_end > MAX_HEAD + 4 {
+        return Err(ResponseError::HeadTooLarge);
+    }
+    let (status, closes, end) = parse_head(&data[..head_end])?;
+    let body = &data[head_end..];
+    let body_len = match end {
+        BodyEnd::Length(n) => (body.len() >= n).then_some(n),
+        BodyEnd::Chunked => chunked_end(body)?,
+        BodyEnd::AtClose => at_eof.then_some(body.len()),
+    };
+    Ok(body_len.map(|n| ResponseFrame {
+        status,
+        closes: closes || end == BodyEnd::AtClose,
+        len: head_end + n,
+    }))
+}
+
 /// Parses a response head (`head` ends with the blank line): status, whether the
 /// connection closes after it, and how the body is framed.
-fn parse_head(head: &[u8]) -> Result<(Answer, BodyEnd), RequestFailure> {
-    let bad = |why: &str| RequestFailure::BadResponse(why.to_string());
-    let text = std::str::from_utf8(head).map_err(|_| bad("head is not UTF-8"))?;
+fn parse_head(head: &[u8]) -> Result<(u16, bool, BodyEnd), ResponseError> {
+    let text = std::str::from_utf8(head).map_err(|_| ResponseError::NotUtf8)?;
     let mut lines = text.split("\r\n");
     let status_line = lines.next().unwrap_or_default();
     let mut parts = status_line.splitn(3, ' ');
     let version = parts.next().unwrap_or_default();
     if !version.starts_with("HTTP/1.") {
-        return Err(bad("status line is not HTTP/1.x"));
+        return Err(ResponseError::NotHttp1);
     }
     let status: u16 = parts
         .next()
+        .filter(|c| c.len() == 3)
         .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad("no status code"))?;
+        .ok_or(ResponseError::NoStatus)?;
     let mut closes = version == "HTTP/1.0";
     let mut end = BodyEnd::AtClose;
     for line in lines.filter(|l| !l.is_empty()) {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| bad("header without ':'"))?;
+        let (name, value) = line.split_once(':').ok_or(ResponseError::BadHeader)?;
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") && end != BodyEnd::Chunked {
-            end = BodyEnd::Length(value.parse().map_err(|_| bad("bad Content-Length"))?);
+            end = BodyEnd::Length(value.parse().map_err(|_| ResponseError::BadContentLength)?);
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             && value.to_ascii_lowercase().contains("chunked")
         {
@@ -225,11 +282,11 @@ fn parse_head(head: &[u8]) -> Result<(Answer, BodyEnd), RequestFailure> {
     if status == 204 || status == 304 || (100..200).contains(&status) {
         end = BodyEnd::Length(0);
     }
-    Ok((Answer { status, closes }, end))
+    Ok((status, closes, end))
 }
 
 /// Where a chunked body ends in `data` (from its first chunk-size line), if it does yet.
-fn chunked_end(data: &[u8]) -> Result<Option<usize>, RequestFailure> {
+fn chunked_end(data: &[u8]) -> Result<Option<usize>, ResponseError> {
     let mut at = 0;
     loop {
         let Some(eol) = find(&data[at..], b"\r\n") else {
@@ -239,9 +296,8 @@ fn chunked_end(data: &[u8]) -> Result<Option<usize>, RequestFailure> {
             .ok()
             .and_then(|l| l.split(';').next())
             .map(str::trim)
-            .ok_or_else(|| RequestFailure::BadResponse("bad chunk size".into()))?;
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| RequestFailure::BadResponse("bad chunk size".into()))?;
+            .ok_or(ResponseError::BadChunk)?;
+        let size = usize::from_str_radix(size_text, 16).map_err(|_| ResponseError::BadChunk)?;
         at += eol + 2;
         if size == 0 {
             // Trailers (none expected) end with an empty line.
@@ -250,10 +306,11 @@ fn chunked_end(data: &[u8]) -> Result<Option<usize>, RequestFailure> {
             }
             return Ok(find(&data[at..], b"\r\n\r\n").map(|p| at + p + 4));
         }
-        if data.len() < at + size + 2 {
-            return Ok(None);
+        match at.checked_add(size).and_then(|n| n.checked_add(2)) {
+            Some(next) if next <= data.len() => at = next,
+            Some(_) => return Ok(None),
+            None => return Err(ResponseError::BadChunk),
         }
-        at += size + 2;
     }
 }
 
@@ -265,48 +322,21 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 async fn read_answer(
     stream: &mut TlsStream<TcpStream>,
     buf: &mut Vec<u8>,
-) -> Result<Answer, RequestFailure> {
+) -> Result<ResponseFrame, RequestFailure> {
     buf.clear();
     let mut chunk = [0u8; 16 * 1024];
-    let head_end = loop {
-        if let Some(p) = find(buf, b"\r\n\r\n") {
-            break p + 4;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(RequestFailure::BadResponse("head over 64 KiB".into()));
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(RequestFailure::Closed);
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let (answer, end) = parse_head(&buf[..head_end])?;
     loop {
-        let body = &buf[head_end..];
-        let complete = match end {
-            BodyEnd::Length(n) => body.len() >= n,
-            BodyEnd::Chunked => chunked_end(body)?.is_some(),
-            BodyEnd::AtClose => false,
-        };
-        if complete {
-            return Ok(answer);
+        if let Some(frame) = response_frame(buf, false)? {
+            return Ok(frame);
         }
         let n = match stream.read(&mut chunk).await {
             Ok(n) => n,
-            // Some servers reset instead of sending close_notify once they are done.
-            Err(e) if end == BodyEnd::AtClose && e.kind() == io::ErrorKind::UnexpectedEof => 0,
+            // Some servers end a close-delimited body without close_notify.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => 0,
             Err(e) => return Err(e.into()),
         };
         if n == 0 {
-            return if end == BodyEnd::AtClose {
-                Ok(Answer {
-                    closes: true,
-                    ..answer
-                })
-            } else {
-                Err(RequestFailure::Closed)
-            };
+            return response_frame(buf, true)?.ok_or(RequestFailure::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -557,28 +587,60 @@ pub fn run(a: &HttpsLoadArgs) -> Result<HttpsLoadReport, HttpsLoadError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn heads_give_status_framing_and_close() {
-        let (a, end) = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n").unwrap();
-        assert_eq!((a.status, a.closes, end), (200, false, BodyEnd::Length(12)));
-        let (a, end) = parse_head(
-            b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\nConnection: close\r\n\r\n",
-        )
-        .unwrap();
-        assert_eq!((a.status, a.closes, end), (404, true, BodyEnd::Chunked));
-        let (a, end) = parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap();
-        assert_eq!((a.closes, end), (true, BodyEnd::AtClose));
-        assert!(parse_head(b"SIP/2.0 200 OK\r\n\r\n").is_err());
-        assert!(parse_head(b"HTTP/1.1 abc OK\r\n\r\n").is_err());
-        assert!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n").is_err());
+    fn frame(data: &[u8], eof: bool) -> Result<Option<(u16, bool, usize)>, ResponseError> {
+        response_frame(data, eof).map(|f| f.map(|f| (f.status, f.closes, f.len)))
     }
 
     #[test]
-    fn chunked_bodies_end_after_the_last_chunk() {
-        assert_eq!(chunked_end(b"5\r\nhello\r\n").unwrap(), None);
-        assert_eq!(chunked_end(b"5\r\nhello\r\n0\r\n").unwrap(), None);
-        assert_eq!(chunked_end(b"5\r\nhello\r\n0\r\n\r\n").unwrap(), Some(15));
-        assert_eq!(chunked_end(b"0\r\n\r\n").unwrap(), Some(5));
-        assert!(chunked_end(b"zz\r\n").is_err());
+    fn answers_frame_by_length_chunks_or_close() {
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        assert_eq!(frame(ok, false), Ok(Some((200, false, ok.len()))));
+        assert_eq!(frame(&ok[..ok.len() - 1], false), Ok(None));
+        let mut two = ok.to_vec();
+        two.extend_from_slice(ok);
+        assert_eq!(frame(&two, false), Ok(Some((200, false, ok.len()))));
+        let chunked =
+            b"HTTP/1.1 404 Not Found\r\ntransfer-encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+        assert_eq!(frame(chunked, false), Ok(Some((404, true, chunked.len()))));
+        assert_eq!(frame(&chunked[..chunked.len() - 2], false), Ok(None));
+        let at_close = b"HTTP/1.0 200 OK\r\n\r\nbody";
+        assert_eq!(frame(at_close, false), Ok(None));
+        assert_eq!(frame(at_close, true), Ok(Some((200, true, at_close.len()))));
+        let no_body = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(frame(no_body, false), Ok(Some((204, false, no_body.len()))));
+    }
+
+    #[test]
+    fn bad_answers_are_typed_errors() {
+        assert_eq!(
+            frame(b"SIP/2.0 200 OK\r\n\r\n", false),
+            Err(ResponseError::NotHttp1)
+        );
+        assert_eq!(
+            frame(b"HTTP/1.1 abc OK\r\n\r\n", false),
+            Err(ResponseError::NoStatus)
+        );
+        assert_eq!(
+            frame(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
+            Err(ResponseError::BadContentLength)
+        );
+        assert_eq!(
+            frame(b"HTTP/1.1 200 OK\r\nNoColon\r\n\r\n", false),
+            Err(ResponseError::BadHeader)
+        );
+        assert_eq!(
+            frame(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                false
+            ),
+            Err(ResponseError::BadChunk)
+        );
+        let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(
+            frame(huge.as_bytes(), false),
+            Err(ResponseError::HeadTooLarge)
+        );
+        let overflow = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n";
+        assert_eq!(frame(overflow, false), Err(ResponseError::BadChunk));
     }
 }
