@@ -148,6 +148,8 @@ pub struct CallRecord {
     pub state: CallState,
     /// Why it is ending, once known.
     pub cause: Option<EndCause>,
+    /// The state before a re-offer awaiting its answer (restored if it is refused).
+    pub before_offer: Option<CallState>,
 }
 
 impl CallRecord {
@@ -426,10 +428,14 @@ impl CallLog {
             Method::Invite | Method::Update
                 if matches!(call.state, CallState::Established | CallState::OnHold) =>
             {
-                match holds(&req.body) {
-                    Some(true) => call.state = CallState::OnHold,
-                    Some(false) => call.state = CallState::Established,
-                    None => {}
+                let offered = match holds(&req.body) {
+                    Some(true) => Some(CallState::OnHold),
+                    Some(false) => Some(CallState::Established),
+                    None => None,
+                };
+                if let Some(state) = offered {
+                    call.before_offer.get_or_insert(call.state);
+                    call.state = state;
                 }
             }
             _ => {}
@@ -473,6 +479,17 @@ impl CallLog {
         let Ok(cseq) = resp.headers.cseq() else {
             return;
         };
+        if cseq.method == Method::Update || call.answered_ms.is_some() {
+            // A re-offer's outcome: a refusal puts the call back where it was.
+            match (resp.status, call.before_offer) {
+                (200..=299, _) => call.before_offer = None,
+                (300.., Some(state)) => {
+                    call.state = state;
+                    call.before_offer = None;
+                }
+                _ => {}
+            }
+        }
         if cseq.method != Method::Invite {
             return;
         }
@@ -604,6 +621,7 @@ fn record(number: u64, caller: Leg, req: &Request, now_ms: u64) -> CallRecord {
         answered_ms: None,
         state: CallState::Proceeding,
         cause: None,
+        before_offer: None,
     };
     *call.leg_mut(caller) = Some(LegIds {
         call_id: req.headers.call_id().unwrap_or_default().to_owned(),
@@ -734,6 +752,11 @@ CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         log.response("c1", Leg::Inside, &response(200, "c1"), 2_000);
         assert_eq!(state(&log), Some(CallState::Established));
         let hold = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 4000 RTP/SAVP 0\r\na=sendonly\r\n";
+        log.request("c1", Leg::Outside, &invite("c1", Some("p1"), hold));
+        assert_eq!(state(&log), Some(CallState::OnHold));
+        // Refused (488): the call is back where it was.
+        log.response("c1", Leg::Inside, &response(488, "c1"), 2_500);
+        assert_eq!(state(&log), Some(CallState::Established));
         log.request("c1", Leg::Outside, &invite("c1", Some("p1"), hold));
         assert_eq!(state(&log), Some(CallState::OnHold));
         let resume = hold.replace("sendonly", "sendrecv");
