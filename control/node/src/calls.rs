@@ -262,7 +262,8 @@ impl MediaCounters {
 pub struct FlowView {
     /// Local UDP port it receives on.
     pub local_port: u16,
-    /// The source it latched (or, before that, the only address allowed to latch).
+    /// The source it latched (or, before that, the only address allowed to latch, or
+    /// `any` when it does not latch).
     pub remote: String,
     /// Local port it sends from.
     pub out_port: u16,
@@ -310,6 +311,8 @@ pub fn flows(table: &FlowTable, entries: &BTreeMap<FlowKey, FlowEntry>) -> Vec<F
                 None if key.remote_port != 0 => {
                     format!("{}:{}", Ipv4Addr::from(key.remote_ip), key.remote_port)
                 }
+                // No source to latch to: the entry takes what its port receives.
+                None if entry.permit_ip == [0; 4] => "any".to_owned(),
                 None => format!("{} (not latched)", Ipv4Addr::from(entry.permit_ip)),
             };
             FlowView {
