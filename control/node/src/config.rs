@@ -123,6 +123,7 @@ struct RawHttp {
     listen: Option<String>,
     tunnel_listen: Option<String>,
     max_header_bytes: Option<usize>,
+    max_body_bytes: Option<u64>,
     tunnel_address: Option<String>,
     edge_sip_port: Option<u16>,
     edge_http_port: Option<u16>,
@@ -144,6 +145,9 @@ pub struct HttpConfig {
     pub tunnel_listen: Option<SocketAddr>,
     /// Edge: largest request head (line and headers) a client may send (default 16 KiB).
     pub max_header_bytes: usize,
+    /// Edge: largest request body a client may announce (Content-Length; default 16 MiB);
+    /// more gets 413 and the connection closed.
+    pub max_body_bytes: u64,
     /// Core: the edge's tunnel listener to dial.
     pub tunnel_address: Option<SocketAddr>,
     /// Core: SIP TLS port of the edge, as get_edge_config advertises it (default 5061).
@@ -549,6 +553,10 @@ fn http_config(raw: RawHttp, base: &Path) -> Result<HttpConfig, ConfigError> {
         listen: optional_socket(raw.listen, "http.listen")?,
         tunnel_listen: optional_socket(raw.tunnel_listen, "http.tunnel_listen")?,
         max_header_bytes,
+        max_body_bytes: match raw.max_body_bytes.unwrap_or(16 << 20) {
+            0 => return Err(field("http.max_body_bytes", "must be above 0")),
+            n => n,
+        },
         tunnel_address: optional_socket(raw.tunnel_address, "http.tunnel_address")?,
         edge_sip_port: raw.edge_sip_port.unwrap_or(5061),
         edge_http_port: raw.edge_http_port.unwrap_or(8443),

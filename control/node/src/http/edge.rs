@@ -4,8 +4,9 @@
 //!
 //! With intrusion protection ([`Shield`]), both listeners drop a blocked source's
 //! connection at accept, before TLS, and feed it what they see: on 8443 the core's 401 to
-//! a request that carried credentials (`http-ce-auth`), malformed TLS or HTTP, header floods and the allow list's 403
-//! (`http-ce-intrusion`), 404 (`http-ce-resource`); on 2222 refused certificates
+//! a request that carried credentials (`http-ce-auth`); malformed TLS or HTTP, header
+//! floods (431), bodies announced over `http.max_body_bytes` (413) and the allow list's 403
+//! (`http-ce-intrusion`); 404 (`http-ce-resource`). On 2222: refused certificates
 //! (`sshpfwd-auth`) and bytes that are not TLS (`sshpfwd-intrusion`).
 
 use std::collections::HashMap;
@@ -90,6 +91,7 @@ pub async fn start(
         tunnel,
         ClientLimits {
             max_header_bytes: http.max_header_bytes,
+            max_body_bytes: http.max_body_bytes,
             handshake_timeout: edge.tls_handshake_timeout,
             per_source: edge.max_connections_per_source,
         },
@@ -214,6 +216,7 @@ async fn accept_tunnels(
 #[derive(Debug, Clone, Copy)]
 struct ClientLimits {
     max_header_bytes: usize,
+    max_body_bytes: u64,
     handshake_timeout: Duration,
     /// `edge.max_connections_per_source`, counted apart from the SIP listener's.
     per_source: usize,
@@ -268,6 +271,7 @@ async fn accept_clients(
     let per_source = Arc::new(Mutex::new(HashMap::new()));
     let ClientLimits {
         max_header_bytes,
+        max_body_bytes,
         handshake_timeout,
         per_source: most,
     } = limits;
@@ -306,6 +310,7 @@ async fn accept_clients(
                         counters.clone(),
                         shield.clone(),
                         peer,
+                        max_body_bytes,
                         request,
                     )
                 })
@@ -325,23 +330,43 @@ async fn accept_clients(
     }
 }
 
+/// A refusal after which the connection closes.
+fn closing(status: StatusCode, message: &str) -> Response<Body> {
+    let mut refusal = text(status, message);
+    refusal.headers_mut().insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    refusal
+}
+
 /// Sends one client request over the tunnel and hands back the core's answer as it streams.
 async fn forward(
     tunnel: Tunnel,
     counters: Arc<HttpCounters>,
     shield: Option<Arc<Shield>>,
     peer: SocketAddr,
+    max_body_bytes: u64,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     counters.requests.fetch_add(1, Ordering::Relaxed);
     if shield.as_ref().is_some_and(|s| s.is_blocked(peer.ip())) {
         // Blocked while this connection was open: no more requests on it.
-        let mut refusal = text(StatusCode::FORBIDDEN, "source blocked");
-        refusal.headers_mut().insert(
-            hyper::header::CONNECTION,
-            hyper::header::HeaderValue::from_static("close"),
-        );
-        return Ok(refusal);
+        return Ok(closing(StatusCode::FORBIDDEN, "source blocked"));
+    }
+    let announced = request
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max_body_bytes) {
+        // Refused from the head: not a byte of the body is read or forwarded.
+        counters.body_too_large.fetch_add(1, Ordering::Relaxed);
+        record(&shield, Category::HttpCeIntrusion, peer);
+        return Ok(closing(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body over {max_body_bytes} bytes"),
+        ));
     }
     // A 401 to a request without credentials is the challenge that starts a sign-in, not
     // an authorization failure.

@@ -61,6 +61,8 @@ pub struct HttpCounters {
     pub no_tunnel: AtomicU64,
     /// Edge: client connections refused over `edge.max_connections_per_source`.
     pub refused_per_source: AtomicU64,
+    /// Edge: requests refused with 413 for announcing a body over `http.max_body_bytes`.
+    pub body_too_large: AtomicU64,
     /// Tunnel connections established.
     pub tunnel_up: AtomicU64,
     /// Tunnel connections lost.
@@ -80,6 +82,7 @@ impl HttpCounters {
             "upstream_failed": n(&self.upstream_failed),
             "no_tunnel": n(&self.no_tunnel),
             "refused_per_source": n(&self.refused_per_source),
+            "body_too_large": n(&self.body_too_large),
             "tunnel_up": n(&self.tunnel_up),
             "tunnel_lost": n(&self.tunnel_lost),
             "access": self.access.to_json(),
