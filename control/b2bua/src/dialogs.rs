@@ -124,6 +124,10 @@ pub enum PairError {
         "CANCEL is not forwarded inside a dialog; answer it and CANCEL the other leg's INVITE"
     )]
     Cancel,
+    /// A re-INVITE crossed one this pair sent the same way and still awaits (RFC 3261
+    /// §14.2: answer 491 Request Pending; the sender retries after a random wait).
+    #[error("a re-INVITE from the {0} leg crossed one still pending on it (glare)")]
+    Glare(Leg),
     /// The body could not be set (a Content-Type the SIP layer refuses).
     #[error("body: {0}")]
     Body(String),
@@ -233,6 +237,16 @@ impl DialogPair {
         let dialog_err = |leg| move |source| PairError::Dialog { leg, source };
         if request.method == Method::Cancel {
             return Err(PairError::Cancel);
+        }
+        let offer_pending = |leg: Leg| {
+            self.forwarded
+                .iter()
+                .any(|f| f.to == leg && matches!(f.original.method, Method::Invite))
+        };
+        if request.method == Method::Invite && (offer_pending(from) || offer_pending(to)) {
+            // Ours towards `from` is unanswered (glare), or theirs still is (§14.2: 500
+            // with Retry-After would do too; 491 makes the sender retry either way).
+            return Err(PairError::Glare(from));
         }
         self.dialog_mut(from)
             .handle_request(request)

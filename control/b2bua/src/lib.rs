@@ -58,9 +58,9 @@
 //! call not answered in time is given up (408 back, CANCEL on). In-dialog requests
 //! (re-INVITE and its ACK, UPDATE, PRACK, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE, OPTIONS,
 //! BYE) are rebuilt on the other dialog by [`DialogPair`] and their responses mapped back
-//! onto the original request; a request the far leg never answers gets 408. Not here:
-//! forking (the first To tag is the call's), re-INVITE glare (491) and `Refer-To`
-//! rewriting. The media plan only needs to be told which leg an SDP body came from and
+//! onto the original request; a request the far leg never answers gets 408, and a
+//! re-INVITE crossing a pending one is refused (`PairError::Glare`: answer 491). Not here:
+//! forking (the first To tag is the call's) and `Refer-To` rewriting. The media plan only needs to be told which leg an SDP body came from and
 //! whether it is an offer or an answer (offer in INVITE/UPDATE, answer in its 2xx; or
 //! offer in a 2xx, answer in the ACK).
 #![forbid(unsafe_code)]

@@ -268,6 +268,32 @@ fn early_dialogs_prack_update_answer_ack_and_in_dialog_requests_cross() {
         .unwrap();
     assert_eq!(ack.method, Method::Ack);
     assert_eq!(ids(&ack).3, 1);
+    // Glare: a re-INVITE from the phone while the client's is still unanswered is refused.
+    let reinvite = call
+        .request(
+            Leg::Outside,
+            &from_client("INVITE", 13, ""),
+            &via("z9hG4bK-ewi6"),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        call.request(Leg::Inside, &from_phone("INVITE", 4, ""), &via("x"), None),
+        Err(edgeway_b2bua::CallError::Pair(
+            edgeway_b2bua::PairError::Glare(Leg::Inside)
+        ))
+    );
+    call.response(Leg::Inside, &phone(&reinvite, 200, &[]), None)
+        .unwrap();
+    call.request(
+        Leg::Outside,
+        &from_client("ACK", 13, ""),
+        &via("z9hG4bK-ewi7"),
+        None,
+    )
+    .unwrap()
+    .unwrap();
     // INFO and REFER from the phone reach the client in the outside dialog's CSeq space.
     let info = call
         .request(
@@ -327,7 +353,7 @@ fn early_dialogs_prack_update_answer_ack_and_in_dialog_requests_cross() {
             Leg::Outside,
             &from_client(
                 "NOTIFY",
-                13,
+                14,
                 "Event: refer\nSubscription-State: terminated;reason=noresource\n",
             ),
             &via("z9hG4bK-ewi5"),

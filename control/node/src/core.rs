@@ -1112,6 +1112,7 @@ impl CoreProxy {
                         source: DialogError::CSeqOutOfOrder { .. },
                         ..
                     }) => (500, "Server Internal Error (CSeq out of order)".to_owned()),
+                    CallError::Pair(PairError::Glare(_)) => (491, "Request Pending".to_owned()),
                     e => (481, reason_phrase("Call/Transaction Does Not Exist", &e)),
                 };
                 let bytes = local_response(&req, status, &reason, &[]);
