@@ -678,6 +678,7 @@ struct XdpBlocked {
     explicit: bool,
     map: Option<edgeway_xdp::PinnedBlockedMap>,
     writes: u64,
+    /// Map writes that failed.
     errors: u64,
     last_error: Option<String>,
 }
@@ -702,8 +703,11 @@ impl XdpBlocked {
         let mut map = match edgeway_xdp::PinnedBlockedMap::open(&dir) {
             Ok(m) => m,
             Err(e) => {
-                if self.errors == 0 || self.explicit {
-                    self.note_error(e);
+                // Retried every tick: said once, not counted as a failed write.
+                let message = format!("{} (blocks hold at accept only)", e);
+                if self.last_error.as_deref() != Some(&message) {
+                    eprintln!("edgeway-control: protection: XDP blocked map: {message}");
+                    self.last_error = Some(message);
                 }
                 return;
             }
