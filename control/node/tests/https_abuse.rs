@@ -6,8 +6,8 @@
 //! clients are served, one source gets at most `edge.max_connections_per_source`
 //! connections, malformed request lines get 400, HTTP/1.0 and pipelined requests are
 //! answered in order, and a client that never finishes its TLS handshake is cut by the
-//! handshake timeout. The request body limit (413) does not exist yet: its case is ignored
-//! with the reason.
+//! handshake timeout; a body announced over `http.max_body_bytes` gets 413. A chunked body
+//! over the limit is not refused yet: its case is ignored with the reason.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -30,6 +30,8 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(1500);
 const PER_SOURCE: usize = 4;
 /// `http.max_header_bytes`.
 const MAX_HEADER_BYTES: usize = 8192;
+/// `http.max_body_bytes`.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// ucm-sim (SIP only: the core needs a Unified CM), an edge and a core whose tunnel is up.
 struct Rig {
@@ -60,7 +62,7 @@ impl Rig {
             dir.path(),
             "core.example.com",
             &format!(
-                "max_connections_per_source = {PER_SOURCE}\n[http]\nlisten = \"127.0.0.1:0\"\ntunnel_listen = \"127.0.0.1:0\"\nmax_header_bytes = {MAX_HEADER_BYTES}\n"
+                "max_connections_per_source = {PER_SOURCE}\n[http]\nlisten = \"127.0.0.1:0\"\ntunnel_listen = \"127.0.0.1:0\"\nmax_header_bytes = {MAX_HEADER_BYTES}\nmax_body_bytes = {MAX_BODY_BYTES}\n"
             ),
         );
         let text = std::fs::read_to_string(&edge_toml).expect("edge config");
@@ -594,18 +596,47 @@ fn a_client_that_never_finishes_its_handshake_is_cut_by_the_handshake_timeout() 
 }
 
 #[test]
-#[ignore = "the edge has no request body limit yet (http/edge.rs streams any body to the core; reported to ips): a 413 for an oversize body needs one"]
-fn an_oversize_body_gets_413() {
+fn a_body_announced_over_the_limit_gets_413_and_one_within_it_goes_through() {
     let rig = Rig::start();
+    let path = edge_config_path();
     // 64 MiB announced: refused from the head, before a byte of body is read.
     let (answer, mut tls) = exchange(
         &rig,
-        format!(
-            "POST {} HTTP/1.1\r\nHost: e\r\nContent-Length: 67108864\r\n\r\n",
-            edge_config_path()
-        )
-        .as_bytes(),
+        format!("POST {path} HTTP/1.1\r\nHost: e\r\nContent-Length: 67108864\r\n\r\n").as_bytes(),
     );
     assert_eq!(answer.map(|a| a.status), Some(413));
-    assert!(closed(&mut tls));
+    assert!(closed(&mut tls), "the connection stayed open after 413");
+    // One byte over the limit, body sent.
+    let over = format!(
+        "POST {path} HTTP/1.1\r\nHost: e\r\nContent-Length: {}\r\n\r\n{}",
+        MAX_BODY_BYTES + 1,
+        "b".repeat(MAX_BODY_BYTES + 1)
+    );
+    assert_eq!(
+        exchange(&rig, over.as_bytes()).0.map(|a| a.status),
+        Some(413)
+    );
+    // Within the limit the request reaches the core, which refuses the method (405).
+    let within = format!(
+        "POST {path} HTTP/1.1\r\nHost: e\r\nContent-Length: {MAX_BODY_BYTES}\r\n\r\n{}",
+        "b".repeat(MAX_BODY_BYTES)
+    );
+    assert_eq!(
+        exchange(&rig, within.as_bytes()).0.map(|a| a.status),
+        Some(405)
+    );
+}
+
+#[test]
+#[ignore = "http/edge.rs checks only an announced Content-Length against http.max_body_bytes: a chunked body streams to the core unbounded (reported to ips)"]
+fn a_chunked_body_over_the_limit_gets_413() {
+    let rig = Rig::start();
+    let chunk = format!("4000\r\n{}\r\n", "c".repeat(0x4000));
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n{}0\r\n\r\n",
+        edge_config_path(),
+        chunk.repeat(2 * MAX_BODY_BYTES / 0x4000)
+    );
+    let (answer, _) = exchange(&rig, request.as_bytes());
+    assert_eq!(answer.map(|a| a.status), Some(413));
 }
