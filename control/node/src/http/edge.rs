@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, Response, StatusCode};
@@ -32,7 +32,7 @@ use crate::run::NodeError;
 use crate::tls::{self, Identity};
 
 /// The open tunnel, tagged with its generation so an old one's end does not clear a new one.
-type Tunnel = Arc<Mutex<Option<(u64, SendRequest<Incoming>)>>>;
+type Tunnel = Arc<Mutex<Option<(u64, SendRequest<Body>)>>>;
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
     move |source| NodeError::Io {
@@ -101,7 +101,7 @@ pub async fn start(
     Ok(http_counters)
 }
 
-fn current(tunnel: &Tunnel) -> Option<(u64, SendRequest<Incoming>)> {
+fn current(tunnel: &Tunnel) -> Option<(u64, SendRequest<Body>)> {
     tunnel.lock().map(|t| t.clone()).unwrap_or(None)
 }
 
@@ -186,7 +186,7 @@ async fn accept_tunnels(
                 .timer(TokioTimer::new())
                 .keep_alive_interval(Duration::from_secs(10))
                 .keep_alive_timeout(Duration::from_secs(20))
-                .handshake::<_, Incoming>(TokioIo::new(stream))
+                .handshake::<_, Body>(TokioIo::new(stream))
                 .await;
             let (sender, connection) = match handshake {
                 Ok(pair) => pair,
@@ -371,9 +371,36 @@ async fn forward(
     // A 401 to a request without credentials is the challenge that starts a sign-in, not
     // an authorization failure.
     let presented_credentials = request.headers().contains_key(hyper::header::AUTHORIZATION);
+    let (mut parts, body) = request.into_parts();
+    let body = if announced.is_none() && !hyper::body::Body::is_end_stream(&body) {
+        // A chunked body has no length to judge from the head: it is read here, up to the
+        // limit, before anything goes to the core (announced bodies stream).
+        match http_body_util::Limited::new(body, max_body_bytes.try_into().unwrap_or(usize::MAX))
+            .collect()
+            .await
+        {
+            Ok(whole) => Full::new(whole.to_bytes())
+                .map_err(|never| match never {})
+                .boxed(),
+            Err(e) => {
+                record(&shield, Category::HttpCeIntrusion, peer);
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    counters.body_too_large.fetch_add(1, Ordering::Relaxed);
+                    return Ok(closing(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        &format!("request body over {max_body_bytes} bytes"),
+                    ));
+                }
+                return Ok(closing(StatusCode::BAD_REQUEST, "broken request body"));
+            }
+        }
+    } else {
+        body.boxed()
+    };
     let outcome = async {
         let (_, mut sender) = current(&tunnel).ok_or(HttpError::NoTunnel)?;
-        let (mut parts, body) = request.into_parts();
         let path = parts
             .uri
             .path_and_query()
