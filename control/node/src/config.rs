@@ -145,8 +145,9 @@ pub struct HttpConfig {
     pub tunnel_listen: Option<SocketAddr>,
     /// Edge: largest request head (line and headers) a client may send (default 16 KiB).
     pub max_header_bytes: usize,
-    /// Edge: largest request body a client may announce (Content-Length; default 16 MiB);
-    /// more gets 413 and the connection closed.
+    /// Edge: largest request body a client may send (default 16 MiB): a larger
+    /// Content-Length gets 413 from the head, a chunked body once it passes the limit
+    /// (chunked bodies are read whole before forwarding); the connection is then closed.
     pub max_body_bytes: u64,
     /// Core: the edge's tunnel listener to dial.
     pub tunnel_address: Option<SocketAddr>,

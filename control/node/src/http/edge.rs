@@ -5,7 +5,7 @@
 //! With intrusion protection ([`Shield`]), both listeners drop a blocked source's
 //! connection at accept, before TLS, and feed it what they see: on 8443 the core's 401 to
 //! a request that carried credentials (`http-ce-auth`); malformed TLS or HTTP, header
-//! floods (431), bodies announced over `http.max_body_bytes` (413) and the allow list's 403
+//! floods (431), bodies over `http.max_body_bytes` (413) and the allow list's 403
 //! (`http-ce-intrusion`); 404 (`http-ce-resource`). On 2222: refused certificates
 //! (`sshpfwd-auth`) and bytes that are not TLS (`sshpfwd-intrusion`).
 
