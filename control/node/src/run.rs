@@ -755,6 +755,8 @@ struct Core {
     cfg: CoreConfig,
     limits: ParseLimits,
     next_id: AtomicU64,
+    /// The HTTP side's counters (tunnel, allow list, upstream pool), once it started.
+    http: std::sync::OnceLock<Arc<crate::http::HttpCounters>>,
 }
 
 impl Core {
@@ -812,6 +814,7 @@ impl AdminTarget for Core {
             "search_rules": rules,
             "media": s.proxy.media().map(|m| m.status_json()),
             "counters": self.counters.to_json(),
+            "http": self.http.get().map(|c| c.to_json()),
         })
     }
     fn registrations(&self) -> Value {
@@ -883,10 +886,12 @@ async fn start_core(
         cfg: core_cfg.clone(),
         limits,
         next_id: AtomicU64::new(1),
+        http: std::sync::OnceLock::new(),
     });
     tokio::spawn(dial_edge(core.clone(), traversal_tls));
     if let Some(http) = &cfg.http {
-        crate::http::core::start(cfg, core_cfg, http, identity)?;
+        let counters = crate::http::core::start(cfg, core_cfg, http, identity)?;
+        let _ = core.http.set(counters);
     }
     for index in 0..core_cfg.ucm.len() {
         tokio::spawn(dial_ucm(core.clone(), index, ucm_tls.clone()));

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::auth::{self, AccessControl, CheckOutcome, Decision, Step};
+use super::pool::{empty_body, PoolLimits, UpstreamPool};
 use super::route::{self, EdgeConfigDoc, Route, Server};
 use super::{body, strip_hop_by_hop, text, Body, HttpCounters, HttpError};
 use crate::config::{Config, CoreConfig, HttpConfig};
@@ -70,7 +71,7 @@ struct HttpCore {
     cfg: CoreConfig,
     http: HttpConfig,
     rules: Mutex<Rules>,
-    upstream_tls: TlsConnector,
+    upstream: Arc<UpstreamPool>,
     counters: Arc<HttpCounters>,
     access: Mutex<AccessControl>,
 }
@@ -120,6 +121,7 @@ pub fn start(
     let tunnel_tls = TlsConnector::from(tls::client(Some(identity), roots.clone())?);
     let mut list = AllowList::new();
     list.extend(automatic.clone());
+    let counters = Arc::new(HttpCounters::default());
     let state = Arc::new(HttpCore {
         cfg: core.clone(),
         http: http.clone(),
@@ -129,8 +131,12 @@ pub fn start(
             loaded: None,
             list,
         }),
-        upstream_tls: TlsConnector::from(tls::client(None, roots)?),
-        counters: Arc::new(HttpCounters::default()),
+        upstream: UpstreamPool::new(
+            TlsConnector::from(tls::client(None, roots)?),
+            PoolLimits::default(),
+            counters.upstream.clone(),
+        ),
+        counters,
         access: Mutex::new(AccessControl::new(
             http.access.clone(),
             rand::random(),
@@ -406,7 +412,7 @@ async fn ask_unified_cm(
         let authority = format!("{}:{}", ucm.host, core.http.uds_port);
         let request = match request
             .header(hyper::header::HOST, authority.as_str())
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .body(empty_body())
         {
             Ok(r) => r,
             Err(e) => return Err(format!("request: {e}")),
@@ -524,7 +530,7 @@ async fn send_upstream(
     if let Ok(v) = hyper::header::HeaderValue::from_str(&authority) {
         parts.headers.insert(hyper::header::HOST, v);
     }
-    let request = Request::from_parts(parts, body);
+    let request = Request::from_parts(parts, body.boxed());
     let response = internal_exchange(core, target.scheme, &target.host, target.port, request)
         .await
         .map_err(fail)?;
@@ -534,58 +540,14 @@ async fn send_upstream(
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
-/// How long an internal server may take to start its answer: a hung server must not hold
-/// the client (and a tunnel stream) for ever.
-const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Connects to an internal server (TLS verified against `tls.ca` for HTTPS) and makes one
-/// HTTP/1.1 exchange.
-async fn internal_exchange<B>(
+/// Sends one HTTP/1.1 request to an internal server (TLS verified against `tls.ca` for
+/// HTTPS) on a pooled keep-alive connection, or a new one.
+async fn internal_exchange(
     core: &HttpCore,
     scheme: Scheme,
     host: &str,
     port: u16,
-    request: Request<B>,
-) -> Result<Response<Incoming>, String>
-where
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("connect: {e}"))?;
-    let _ = tcp.set_nodelay(true);
-    match scheme {
-        Scheme::Http => exchange(TokioIo::new(tcp), request).await,
-        Scheme::Https => {
-            let name = rustls_pki_types::ServerName::try_from(host.to_string())
-                .map_err(|e| format!("not a TLS name: {e}"))?;
-            let tls = core
-                .upstream_tls
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS: {e}"))?;
-            exchange(TokioIo::new(tls), request).await
-        }
-    }
-}
-
-async fn exchange<T, B>(io: TokioIo<T>, request: Request<B>) -> Result<Response<Incoming>, String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    match tokio::time::timeout(UPSTREAM_TIMEOUT, sender.send_request(request)).await {
-        Ok(answer) => answer.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {UPSTREAM_TIMEOUT:?}")),
-    }
+    request: Request<Body>,
+) -> Result<Response<Incoming>, String> {
+    core.upstream.send(scheme, host, port, request).await
 }

@@ -17,6 +17,7 @@
 pub mod auth;
 pub mod core;
 pub mod edge;
+pub mod pool;
 pub mod route;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,6 +70,8 @@ pub struct HttpCounters {
     pub tunnel_lost: AtomicU64,
     /// Core: MRA access control outcomes.
     pub access: auth::AccessCounters,
+    /// The core's upstream connection pool: new connections vs reused ones.
+    pub upstream: std::sync::Arc<pool::PoolCounters>,
 }
 
 impl HttpCounters {
@@ -86,6 +89,7 @@ impl HttpCounters {
             "tunnel_up": n(&self.tunnel_up),
             "tunnel_lost": n(&self.tunnel_lost),
             "access": self.access.to_json(),
+            "upstream": self.upstream.to_json(),
         })
     }
 }
