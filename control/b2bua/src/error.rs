@@ -142,9 +142,14 @@ pub enum PlanError {
         /// Lines in the new offer.
         got: usize,
     },
-    /// An offer while another one is outstanding (RFC 3261 §14.1: 491).
+    /// An offer while one this side sent the other way is unanswered: glare (RFC 3261
+    /// §14.1, RFC 3311 §5.2: 491).
     #[error("an offer is already pending on this call")]
     OfferPending,
+    /// A second offer from the leg whose earlier offer is still unanswered (RFC 3311 §5.2:
+    /// 500 with a Retry-After of 0-10 s, see [`PlanError::needs_retry_after`]).
+    #[error("the {0} leg's earlier offer is not answered yet")]
+    OfferUnanswered(Leg),
     /// An answer with no offer outstanding from the other leg.
     #[error("an answer from the {0} leg with no offer pending from the other leg")]
     NoPendingOffer(Leg),
@@ -167,10 +172,20 @@ impl PlanError {
             PlanError::BodyTooLarge { .. } => 413,
             PlanError::Sdp(_) => 400,
             PlanError::OfferPending => 491,
-            PlanError::NoPendingOffer(_) | PlanError::CallEnded | PlanError::Keying(_) => 500,
+            PlanError::NoPendingOffer(_)
+            | PlanError::OfferUnanswered(_)
+            | PlanError::CallEnded
+            | PlanError::Keying(_) => 500,
             PlanError::Ports(_) => 503,
             _ => 488,
         }
+    }
+
+    /// Whether the refusal must carry `Retry-After` (RFC 3311 §5.2: a 500 for an offer that
+    /// arrived while the sender's earlier one is unanswered; the value is chosen at random
+    /// between 0 and 10 s by the caller, who owns the RNG).
+    pub fn needs_retry_after(&self) -> bool {
+        matches!(self, PlanError::OfferUnanswered(_))
     }
 
     /// The RFC 3261 warn-code: 301 incompatible address, 302 transport, 304 media type,

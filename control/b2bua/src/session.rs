@@ -54,6 +54,9 @@ impl<S: Clone + Default + StreamPorts> Session<S> {
             return Err(PlanError::CallEnded);
         }
         match (kind, &self.pending) {
+            (Kind::Offer, Some((offerer, _))) if *offerer == from => {
+                return Err(PlanError::OfferUnanswered(from))
+            }
             (Kind::Offer, Some(_)) => return Err(PlanError::OfferPending),
             (Kind::Answer, None) => return Err(PlanError::NoPendingOffer(from)),
             (Kind::Answer, Some((offerer, _))) if *offerer == from => {

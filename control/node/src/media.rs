@@ -273,6 +273,17 @@ impl CallMedia {
         (e.status(), e.warning(&self.agent))
     }
 
+    /// The headers of a request's refusal: the `Warning`, and the `Retry-After` (random,
+    /// 0-10 s) RFC 3311 §5.2 asks of a 500 for an offer sent before the last was answered.
+    fn refusal_headers(e: &PlanError, warning: String) -> Vec<(HeaderName, String)> {
+        let mut extra = vec![(HeaderName::Warning, warning)];
+        if e.needs_retry_after() {
+            let secs = rand::Rng::gen_range(&mut rand::rngs::OsRng, 0..=10u32);
+            extra.push((HeaderName::RetryAfter, secs.to_string()));
+        }
+        extra
+    }
+
     /// Ends every call opened from client connection `owner` (it closed: the client can
     /// no longer send BYE, so its media must not outlive it).
     pub fn end_owned_by(&mut self, owner: u64) {
@@ -389,7 +400,7 @@ impl CallMedia {
                     req,
                     status,
                     reason,
-                    &[(HeaderName::Warning, warning)],
+                    &Self::refusal_headers(&e, warning),
                 ))
             }
         }
