@@ -48,8 +48,8 @@ use crate::config::{DomainConfig, UcmNode, UcmTransport};
 use crate::counters::Counters;
 use crate::media::CallMedia;
 use crate::sip_util::{
-    bad_request, check_request, derived_branch, hop, local_response, pop_own_via, reason_phrase,
-    refuse,
+    acks_local_response, bad_request, check_request, derived_branch, hop, local_response,
+    pop_own_via, reason_phrase, refuse,
 };
 
 /// A connection to or from Unified CM, numbered by the IO layer.
@@ -465,6 +465,9 @@ impl CoreProxy {
         if let Some(n) = self.call_of(Leg::Outside, &req.headers) {
             return self.call_request(now, n, Leg::Outside, req, out);
         }
+        if acks_local_response(&req) {
+            return;
+        }
         let target = if req.method == Method::Register {
             req.headers
                 .to_addr()
@@ -829,6 +832,9 @@ impl CoreProxy {
         };
         if let Some(n) = self.call_of(Leg::Inside, &req.headers) {
             return self.call_request(now, n, Leg::Inside, req, out);
+        }
+        if acks_local_response(&req) {
+            return;
         }
         if !self.traversal_up {
             return reply(

@@ -17,7 +17,9 @@ use edgeway_sip::{HeaderName, Host, Message, Method, Request, Response, Uri, Via
 
 use crate::counters::Counters;
 use crate::media::CallMedia;
-use crate::sip_util::{bad_request, check_request, derived_branch, hop, pop_own_via, refuse};
+use crate::sip_util::{
+    acks_local_response, bad_request, check_request, derived_branch, hop, pop_own_via, refuse,
+};
 
 /// A client connection's number.
 pub type FlowId = u64;
@@ -165,6 +167,9 @@ impl EdgeProxy {
             Ok(via) => via,
             Err(bytes) => return reply(out, bytes),
         };
+        if acks_local_response(&req) {
+            return;
+        }
         if req.method == Method::Register && self.maintenance && !self.registered.contains(&flow) {
             let retry = [(HeaderName::RetryAfter, self.retry_after_s.to_string())];
             return reply(
@@ -330,6 +335,9 @@ impl EdgeProxy {
             Ok(via) => via,
             Err(bytes) => return reply(out, bytes),
         };
+        if acks_local_response(&req) {
+            return;
+        }
         let Some(flow) = self.target_flow(&mut req) else {
             return reply(
                 out,
@@ -477,6 +485,26 @@ Call-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
         edge.core_message(parse(options.as_bytes()), &mut out);
         assert!(matches!(&out[..], [EdgeOutput::ToCore(b)] if b.starts_with(b"SIP/2.0 430")));
         assert_eq!(counters.flow_gone.load(Ordering::Relaxed), 1);
+        // The ACK of a refusal the edge answered itself ends at the edge, from either side;
+        // another ACK (of a dialog's 2xx) goes on.
+        let ack = |to_tag: &str, route: &str| {
+            format!(
+                "ACK sip:alice@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/TCP core:5060;branch=z9hG4bKa\r\n\
+{route}From: <sip:ucm@example.com>;tag=a\r\nTo: <sip:alice@example.com>;tag={to_tag}\r\n\
+Call-ID: a1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        edge.flow_opened(9);
+        let via_flow = "Route: <sip:ewf9@edge.example.com:5061;lr>\r\n";
+        out.clear();
+        edge.core_message(parse(ack("ew", via_flow).as_bytes()), &mut out);
+        edge.client_message(1, parse(ack("ew", "").as_bytes()), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        edge.core_message(parse(ack("phone", via_flow).as_bytes()), &mut out);
+        assert!(
+            matches!(&out[..], [EdgeOutput::ToClient(9, b)] if b.starts_with(b"ACK ")),
+            "{out:?}"
+        );
         assert_eq!(counters.maintenance_refused.load(Ordering::Relaxed), 1);
         assert_eq!(counters.traversal_down_refused.load(Ordering::Relaxed), 1);
     }

@@ -8,6 +8,19 @@ use sha2::{Digest, Sha256};
 
 use crate::counters::Counters;
 
+/// The To tag of every response this node answers itself ([`local_response`]).
+pub(crate) const LOCAL_TAG: &str = "ew";
+
+/// Whether `req` is the ACK of a non-2xx response this node answered itself (its To tag
+/// is [`LOCAL_TAG`]): such an ACK is hop by hop (RFC 3261 §17.2.1) and ends here.
+pub(crate) fn acks_local_response(req: &Request) -> bool {
+    req.method == edgeway_sip::Method::Ack
+        && req
+            .headers
+            .to_addr()
+            .is_ok_and(|to| to.tag() == Some(LOCAL_TAG))
+}
+
 /// A response this node answers itself, serialized.
 pub(crate) fn local_response(
     req: &Request,
@@ -15,7 +28,7 @@ pub(crate) fn local_response(
     reason: &str,
     extra: &[(HeaderName, String)],
 ) -> Vec<u8> {
-    let mut resp: Response = req.make_response(status, reason, Some("ew"));
+    let mut resp: Response = req.make_response(status, reason, Some(LOCAL_TAG));
     for (name, value) in extra {
         // Values here are made by this node; a refusal would only lose the extra line.
         let _ = resp.headers.push(name.clone(), value.clone());
