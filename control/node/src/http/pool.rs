@@ -28,7 +28,8 @@ use super::Body;
 /// How long an internal server may take to start its answer: a hung server must not hold
 /// the client (and a tunnel stream) for ever.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a TCP connect to an internal server may take.
+/// How long a new connection to an internal server (TCP connect and TLS handshake) may
+/// take: a server that accepts and then says nothing must not hold the request.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Bounds on what the pool keeps.
@@ -209,13 +210,15 @@ impl UpstreamPool {
     }
 
     async fn dial(&self, key: &Key) -> Result<SendRequest<Body>, String> {
-        let tcp = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((key.host.as_str(), key.port)),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_owned())?
-        .map_err(|e| format!("connect: {e}"))?;
+        tokio::time::timeout(CONNECT_TIMEOUT, self.connect(key))
+            .await
+            .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
+    }
+
+    async fn connect(&self, key: &Key) -> Result<SendRequest<Body>, String> {
+        let tcp = TcpStream::connect((key.host.as_str(), key.port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
         match key.scheme {
             Scheme::Http => handshake(TokioIo::new(tcp)).await,
