@@ -145,6 +145,15 @@ pub struct TrialReport {
     /// True when the generator could not send at the offered rate (sent < 98% offered):
     /// the result then says nothing about the system under test at that rate.
     pub generator_limited: bool,
+    /// Packets the schedule gave up on because the generator was more than the backlog
+    /// cap (20 ms of packets) behind: never sent, so they lower `sent_pps`.
+    pub skipped: u64,
+    /// Times the generator thread was preempted (involuntary context switches) during the
+    /// trial. Many, with a low `gen_cpu_pct`, means the thread was runnable but another
+    /// task held its CPU: a contended core, not a generator waiting for work.
+    pub gen_preempted: u64,
+    /// Times the generator thread slept voluntarily (in `epoll_pwait2`) during the trial.
+    pub gen_sleeps: u64,
 }
 
 struct StreamState {
@@ -368,9 +377,15 @@ impl Generator {
         let rate = p.rate.max(1.0);
         let ns_per_pkt = 1e9 / rate;
         let mut meas = Meas::new((rate * p.duration.as_secs_f64() * 1.05) as u64);
-        let backlog_cap = ((rate * 0.002) as u64).max(4 * sys::BATCH as u64);
+        // How far behind the schedule may fall before it is moved forward: 20 ms, one
+        // packet per stream at the G.711 cadence. A preempted thread (a shared core's time
+        // slice is a few ms) then catches up with at most one late packet per stream; a
+        // 2 ms cap dropped every packet of each preemption from the schedule for good.
+        let backlog_cap = ((rate * 0.020) as u64).max(4 * sys::BATCH as u64);
+        let mut skipped = 0u64;
         let snmp0 = crate::procstat::udp_rcvbuf_errors();
         let cpu0 = sys::thread_cpu_ns();
+        let csw0 = sys::thread_context_switches();
         let t_start = sys::monotonic_ns();
         let t_meas = t_start + p.warmup.as_nanos() as u64;
         let t_end = t_meas + p.duration.as_nanos() as u64;
@@ -391,6 +406,9 @@ impl Generator {
             }
             let mut due = base_k + ((now as f64 - t0) / ns_per_pkt) as u64;
             if due > self.next_k + backlog_cap {
+                if meas.start_k != u64::MAX {
+                    skipped += due - (self.next_k + backlog_cap);
+                }
                 base_k = self.next_k;
                 t0 = now as f64 - backlog_cap as f64 * ns_per_pkt;
                 due = self.next_k + backlog_cap;
@@ -431,6 +449,7 @@ impl Generator {
         }
         let wall = (sys::monotonic_ns() - t_start) as f64;
         let cpu = (sys::thread_cpu_ns() - cpu0) as f64;
+        let csw1 = sys::thread_context_switches();
         let dur = p.duration.as_secs_f64();
         let h = &meas.hist;
         let lost = sent.saturating_sub(meas.received);
@@ -463,6 +482,9 @@ impl Generator {
             },
             udp_rcvbuf_errors: crate::procstat::udp_rcvbuf_errors().saturating_sub(snmp0),
             generator_limited: (sent as f64) < 0.98 * offered,
+            skipped,
+            gen_preempted: csw1.1.saturating_sub(csw0.1),
+            gen_sleeps: csw1.0.saturating_sub(csw0.0),
         })
     }
 

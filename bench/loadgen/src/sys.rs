@@ -56,6 +56,19 @@ pub fn thread_cpu_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// Context switches of the calling thread so far: (voluntary, involuntary). Involuntary
+/// switches are preemptions: a thread with low CPU and many of them was runnable but
+/// denied the CPU (contention), not waiting for work.
+pub fn thread_context_switches() -> (u64, u64) {
+    // SAFETY: rusage is plain data; all-zero is valid.
+    let mut ru: libc::rusage = unsafe { mem::zeroed() };
+    // SAFETY: `ru` is a valid, writable rusage; RUSAGE_THREAD names the calling thread.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return (0, 0);
+    }
+    (ru.ru_nvcsw as u64, ru.ru_nivcsw as u64)
+}
+
 /// Sets SO_RCVBUF and SO_SNDBUF to `bytes`, past `net.core.*mem_max` when privileged
 /// (SO_*BUFFORCE), otherwise as far as the limits allow.
 pub fn set_socket_buffers(sock: &UdpSocket, bytes: usize) -> io::Result<()> {
