@@ -163,11 +163,13 @@ pub struct LoadParams {
 
 impl LoadParams {
     fn identity(&self, user: usize) -> Identity {
-        Identity {
-            user: format!("{}{:0w$}", self.user_prefix, user, w = self.user_digits),
-            password: format!("{}{:0w$}", self.password_prefix, user, w = self.user_digits),
-            domain: self.domain.clone(),
-        }
+        Identity::numbered(
+            &self.user_prefix,
+            &self.password_prefix,
+            self.user_digits,
+            &self.domain,
+            user,
+        )
     }
 }
 

@@ -25,6 +25,24 @@ pub struct Identity {
     pub domain: String,
 }
 
+impl Identity {
+    /// Generated user number `n`: `<user_prefix><n>` with password `<password_prefix><n>`,
+    /// `n` zero-padded to `digits` (ucm-sim's `--generate-users` naming).
+    pub fn numbered(
+        user_prefix: &str,
+        password_prefix: &str,
+        digits: usize,
+        domain: &str,
+        n: usize,
+    ) -> Identity {
+        Identity {
+            user: format!("{user_prefix}{n:0digits$}"),
+            password: format!("{password_prefix}{n:0digits$}"),
+            domain: domain.to_owned(),
+        }
+    }
+}
+
 impl fmt::Debug for Identity {
     // The password stays out of logs and panics.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
