@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{core_config, edge_config, tls_client_config, ClusterOptions, Node};
+use edgeway_testkit::control::curl_present;
 use edgeway_testkit::peers::ucm_sim_binary;
 use edgeway_testkit::pki::{Eku, TestPki};
 use rustls::pki_types::ServerName;
@@ -72,18 +73,6 @@ struct Rig {
     core: Node,
     core_config: PathBuf,
     https: SocketAddr,
-}
-
-fn curl_present() -> bool {
-    let found = Command::new("curl").arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "curl is missing (scripts/setup installs it); under CI=true this fails"
-        );
-        eprintln!("SKIPPED: curl not installed: HTTPS through the edge not tested");
-    }
-    found
 }
 
 fn start_ucm(dir: &Path) -> UcmHttp {
@@ -225,7 +214,7 @@ fn b64(s: &str) -> String {
 
 #[test]
 fn edge_config_uds_tftp_and_voicemail_through_edge_and_core() {
-    if !curl_present() {
+    if !curl_present("HTTPS through the edge") {
         return;
     }
     let rig = Rig::start();
@@ -286,7 +275,7 @@ fn edge_config_uds_tftp_and_voicemail_through_edge_and_core() {
 
 #[test]
 fn disallowed_urls_and_escapes_get_403_and_the_store_allows_more() {
-    if !curl_present() {
+    if !curl_present("HTTPS through the edge") {
         return;
     }
     let rig = Rig::start();
@@ -362,7 +351,7 @@ fn raw_status(rig: &Rig, request: &[u8]) -> u16 {
 
 #[test]
 fn malformed_requests_and_huge_headers_get_4xx() {
-    if !curl_present() {
+    if !curl_present("HTTPS through the edge") {
         return;
     }
     let rig = Rig::start();
@@ -413,7 +402,7 @@ fn malformed_requests_and_huge_headers_get_4xx() {
 
 #[test]
 fn the_tunnel_survives_a_core_restart() {
-    if !curl_present() {
+    if !curl_present("HTTPS through the edge") {
         return;
     }
     let mut rig = Rig::start();
@@ -438,7 +427,7 @@ fn the_tunnel_survives_a_core_restart() {
 
 #[test]
 fn the_tunnel_demands_the_traversal_subject_name() {
-    if !curl_present() {
+    if !curl_present("HTTPS through the edge") {
         return;
     }
     let rig = Rig::start_verifying("other-core.example.com");
@@ -455,7 +444,7 @@ fn the_tunnel_demands_the_traversal_subject_name() {
 
 #[test]
 fn one_source_gets_at_most_its_share_of_connections() {
-    if !curl_present() {
+    if !curl_present("HTTPS through the edge") {
         return;
     }
     let rig = Rig::start();
