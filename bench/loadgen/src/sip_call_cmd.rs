@@ -80,6 +80,13 @@ pub(crate) struct SipCallArgs {
     /// Address the media sockets bind to.
     #[arg(long, default_value = "127.0.0.1")]
     media_ip: IpAddr,
+    /// The phones' network namespace (`/run/netns/NAME`): the phones' registrar connections
+    /// and media sockets are made there, the callers' stay in the generator's own.
+    #[arg(long)]
+    phone_netns: Option<std::path::PathBuf>,
+    /// Address the phones' media sockets bind to (default: --media-ip).
+    #[arg(long)]
+    phone_ip: Option<IpAddr>,
     /// Registrations per second while signing callers and phones in.
     #[arg(long, default_value_t = 200.0)]
     register_rate: f64,
@@ -171,6 +178,8 @@ pub(crate) fn sip_call(a: SipCallArgs) -> anyhow::Result<()> {
         media,
         suite,
         media_ip: a.media_ip,
+        phone_netns: a.phone_netns,
+        phone_ip: a.phone_ip,
         register_rate: a.register_rate,
         expires: a.expires,
         timeout: secs(a.timeout, "--timeout")?,

@@ -22,6 +22,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +120,11 @@ pub struct CallLoadParams {
     pub suite: Option<SrtpProfile>,
     /// Address the media sockets bind to.
     pub media_ip: IpAddr,
+    /// The phones' network namespace (`/run/netns/NAME`): their SIP connections to the
+    /// registrar and their media sockets are made there; `None`: the generator's own.
+    pub phone_netns: Option<PathBuf>,
+    /// Address the phones' media sockets bind to (`None`: `media_ip`).
+    pub phone_ip: Option<IpAddr>,
     /// Registrations per second while signing every caller and callee in.
     pub register_rate: f64,
     /// Expires asked for.
@@ -389,6 +395,24 @@ fn media_sockets(ip: IpAddr, n: usize) -> Result<Vec<UdpSocket>, CallLoadError> 
     Ok(out)
 }
 
+/// A phone's TCP connection to the registrar, from the phones' namespace when there is one.
+async fn phone_connect(netns: Option<&Path>, to: SocketAddr) -> io::Result<TcpStream> {
+    let Some(ns) = netns else {
+        return TcpStream::connect(to).await;
+    };
+    let sock = crate::sys::in_netns(ns, || {
+        socket2::Socket::new(
+            socket2::Domain::for_address(to),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+    })?;
+    sock.set_nonblocking(true)?;
+    tokio::net::TcpSocket::from_std_stream(sock.into())
+        .connect(to)
+        .await
+}
+
 async fn callee_task(
     shared: Rc<Shared>,
     index: usize,
@@ -399,10 +423,13 @@ async fn callee_task(
     let p = &shared.params;
     let deadline = Instant::now() + p.timeout;
     let registered = async {
-        let tcp = timeout_at(deadline, TcpStream::connect(p.registrar))
-            .await
-            .map_err(|_| Failure::Timeout)?
-            .map_err(Failure::Connect)?;
+        let tcp = timeout_at(
+            deadline,
+            phone_connect(p.phone_netns.as_deref(), p.registrar),
+        )
+        .await
+        .map_err(|_| Failure::Timeout)?
+        .map_err(Failure::Connect)?;
         tcp.set_nodelay(true).map_err(Failure::Connect)?;
         let local = tcp.local_addr()?;
         let mut conn = SipConn::new(tcp);
@@ -770,8 +797,18 @@ pub fn run(params: CallLoadParams) -> Result<CallLoadReport, CallLoadError> {
     check(&params)?;
     crate::sys::raise_nofile_limit();
     let n = params.callers;
-    let mut sockets = media_sockets(params.media_ip, 2 * n)?;
-    let callee_sockets = sockets.split_off(n);
+    let sockets = media_sockets(params.media_ip, n)?;
+    let phone_ip = params.phone_ip.unwrap_or(params.media_ip);
+    let callee_sockets =
+        match &params.phone_netns {
+            None => media_sockets(phone_ip, n)?,
+            Some(ns) => crate::sys::in_netns(ns, || Ok(media_sockets(phone_ip, n))).map_err(
+                |source| CallLoadError::MediaSocket {
+                    ip: phone_ip,
+                    source,
+                },
+            )??,
+        };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,11 +1,13 @@
 //! The crate's only unsafe code: batched UDP syscalls (`sendmmsg`/`recvmmsg`), `epoll`,
-//! CPU pinning, forced socket buffer sizes and the monotonic clock. Everything above this
+//! CPU pinning, forced socket buffer sizes, the monotonic clock and network namespaces. Everything above this
 //! module works with safe slices and indices.
 
+use std::fs::File;
 use std::io;
 use std::mem;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
 use std::time::Duration;
 
 /// Datagrams per `sendmmsg`/`recvmmsg` call.
@@ -40,6 +42,37 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: pid 0 is the calling thread; `set` is a valid cpu_set_t of the size passed.
     let rc = unsafe { libc::sched_setaffinity(0, mem::size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Runs `f` with the calling thread in the network namespace of `path` (a `/run/netns/NAME`
+/// file, or any `/proc/PID/ns/net`), then puts the thread back where it was. A socket made
+/// by `f` stays in `path`'s namespace for its whole life, so one process can hold sockets
+/// on both sides of a topology (the load generator's callers outside, its phones inside).
+pub fn in_netns<T>(path: &Path, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    let home = File::open("/proc/thread-self/ns/net")?;
+    let target = File::open(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("network namespace {}: {e}", path.display()),
+        )
+    })?;
+    setns_net(&target)
+        .map_err(|e| io::Error::new(e.kind(), format!("entering {}: {e}", path.display())))?;
+    let made = f();
+    if let Err(e) = setns_net(&home) {
+        // Every later socket of this thread would land in the wrong namespace, silently.
+        panic!("cannot return to the generator's own network namespace: {e}");
+    }
+    made
+}
+
+fn setns_net(ns: &File) -> io::Result<()> {
+    // SAFETY: `ns` is an open namespace file for the duration of the call; CLONE_NEWNET
+    // asks the kernel to check that it is a network namespace. Only this thread moves.
+    if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
