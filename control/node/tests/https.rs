@@ -8,18 +8,17 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{core_config, edge_config, tls_client_config, ClusterOptions, Node};
 use edgeway_testkit::control::curl_present;
-use edgeway_testkit::peers::ucm_sim_binary;
+use edgeway_testkit::control::UcmHttpSim;
 use edgeway_testkit::pki::{Eku, TestPki};
 use rustls::pki_types::ServerName;
-use serde_json::Value;
 
 const USERS: &str = r#"
 [[user]]
@@ -29,21 +28,6 @@ number = "1001"
 security_profile = "non-secure"
 devices = ["CSFALICE"]
 "#;
-
-/// ucm-sim with its HTTP side, killed on drop.
-struct UcmHttp {
-    child: Child,
-    sip_tcp: SocketAddr,
-    http: SocketAddr,
-    https: SocketAddr,
-}
-
-impl Drop for UcmHttp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A scratch folder, removed on drop.
 struct Dir(PathBuf);
@@ -68,49 +52,11 @@ impl Drop for Dir {
 /// The whole path: a CA, ucm-sim, an edge and a core whose HTTP tunnel is up.
 struct Rig {
     dir: Dir,
-    ucm: UcmHttp,
+    ucm: UcmHttpSim,
     edge: Node,
     core: Node,
     core_config: PathBuf,
     https: SocketAddr,
-}
-
-fn start_ucm(dir: &Path) -> UcmHttp {
-    let users = dir.join("users.toml");
-    std::fs::write(&users, USERS).expect("users file");
-    let ready = dir.join("ucm.ready");
-    let binary = ucm_sim_binary();
-    let child = Command::new(binary)
-        .args(["--sip-tcp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-        .args(["--https", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(dir.join("ucm.example.com.pem"))
-        .arg("--key")
-        .arg(dir.join("ucm.example.com.key"))
-        .arg("--users")
-        .arg(&users)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ucm-sim");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        if let Ok(t) = std::fs::read_to_string(&ready) {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "ucm-sim not ready within 10 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let v: Value = serde_json::from_str(&text).expect("ready JSON");
-    let addr = |k: &str| v[k].as_str().expect(k).parse().expect("address");
-    UcmHttp {
-        sip_tcp: addr("sip_tcp"),
-        http: addr("http"),
-        https: addr("https"),
-        child,
-    }
 }
 
 impl Rig {
@@ -133,9 +79,7 @@ impl Rig {
         .expect("edge cert");
         pki.issue("core.example.com", &["core.example.com"], Eku::Both)
             .expect("core cert");
-        pki.issue("ucm.example.com", &["127.0.0.1"], Eku::ServerAuth)
-            .expect("ucm cert");
-        let ucm = start_ucm(&dir.0);
+        let ucm = UcmHttpSim::start(&dir.0, &pki, USERS, &[]);
         let edge = Node::start(&edge_config(
             &dir.0,
             subject,

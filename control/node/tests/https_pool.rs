@@ -8,17 +8,15 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use common::{core_config, edge_config, ClusterOptions, Node, Scratch};
-use edgeway_testkit::peers::ucm_sim_binary;
+use edgeway_testkit::control::UcmHttpSim;
 use edgeway_testkit::pki::{Eku, TestPki};
-use serde_json::Value;
 
 const USERS: &str = r#"
 [[user]]
@@ -117,61 +115,12 @@ fn pipe(
     });
 }
 
-/// ucm-sim's HTTPS side, killed on drop.
-struct UcmHttps {
-    child: Child,
-    sip_tcp: SocketAddr,
-    https: SocketAddr,
-}
-
-impl Drop for UcmHttps {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_ucm(dir: &Path) -> UcmHttps {
-    let users = dir.join("users.toml");
-    std::fs::write(&users, USERS).expect("users file");
-    let ready = dir.join("ucm.ready");
-    let child = Command::new(ucm_sim_binary())
-        .args(["--sip-tcp", "127.0.0.1:0", "--https", "127.0.0.1:0"])
-        .arg("--cert")
-        .arg(dir.join("ucm.example.com.pem"))
-        .arg("--key")
-        .arg(dir.join("ucm.example.com.key"))
-        .arg("--users")
-        .arg(&users)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start ucm-sim");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let text = loop {
-        if let Ok(t) = std::fs::read_to_string(&ready) {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "ucm-sim not ready within 10 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let v: Value = serde_json::from_str(&text).expect("ready JSON");
-    let addr = |k: &str| v[k].as_str().expect(k).parse().expect("address");
-    UcmHttps {
-        sip_tcp: addr("sip_tcp"),
-        https: addr("https"),
-        child,
-    }
-}
-
 /// ucm-sim, the relay in front of its HTTPS port (the core's `uds_port`), an edge and a core
 /// whose tunnel is up.
 struct Rig {
     dir: Scratch,
     relay: Relay,
-    _ucm: UcmHttps,
+    _ucm: UcmHttpSim,
     edge: Node,
     core: Node,
 }
@@ -188,9 +137,7 @@ impl Rig {
         .expect("edge cert");
         pki.issue("core.example.com", &["core.example.com"], Eku::Both)
             .expect("core cert");
-        pki.issue("ucm.example.com", &["127.0.0.1"], Eku::ServerAuth)
-            .expect("ucm cert");
-        let ucm = start_ucm(dir.path());
+        let ucm = UcmHttpSim::start(dir.path(), &pki, USERS, &[]);
         let relay = Relay::start(ucm.https);
         let edge = Node::start(&edge_config(
             dir.path(),
