@@ -22,6 +22,11 @@
 //! Hold: a leg whose SDP says it will not send (`recvonly`, `inactive`, or `c=0.0.0.0`)
 //! has its RTP ingress from the edge set to Drop (counted as `action_drop`); the phone's
 //! ingress stays Rekey because it carries the pinhole keepalive. Resume restores Rekey.
+//! The entries of a direction on hold (its sender's SDP says it will not send, or its
+//! receiver's that it will not receive) carry no idle timeout: the data plane never marks
+//! them idle or removes them, so a hold longer than `idle_timeout_ms` keeps the call, its
+//! keepalive and its entries; the resume replaces them with the timeout again, which
+//! restarts their idle clock.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -35,7 +40,7 @@ use rand_core::{CryptoRng, RngCore};
 
 use crate::media::{
     choose_crypto, hide_sender, inspect, reject, rewrite_address, set_keys, usable_crypto,
-    MediaLine, Remote,
+    Directions, MediaLine, Remote,
 };
 use crate::plan::{FlowUpdate, PortPool};
 use crate::session::{call_lifecycle, Kind, Session, StreamPorts};
@@ -138,7 +143,8 @@ struct CoreStream {
     p: Option<u16>,
     edge: Option<Remote>,
     phone: Option<Remote>,
-    edge_sends: bool,
+    /// What each leg's SDP says about sending and receiving (hold).
+    dirs: Directions,
     clock_rate: u32,
     /// What the client encrypts with (the core decrypts).
     client_tx: Option<Key>,
@@ -273,10 +279,10 @@ impl CoreFlows {
             let keys = self.negotiate(session, kind, from, i, line, rng)?;
             let s = &mut session.streams[i];
             s.clock_rate = line.clock_rate;
+            s.dirs.note(from, line);
             let port = match from {
                 Leg::Outside => {
                     s.edge = line.remote.or(s.edge);
-                    s.edge_sends = line.sends;
                     s.p
                 }
                 Leg::Inside => {
@@ -402,7 +408,6 @@ impl CoreFlows {
         let plain = |k: &Option<Key>| k.as_ref().map_or(SrtpParams::PLAIN, |k| k.params);
         let base = FlowEntry {
             flow_id: flow_id(self.call_id, index),
-            idle_timeout_ms: self.config.idle_timeout_ms,
             action: Action::Rekey as u8,
             worker: self.worker,
             clock_rate: s.clock_rate,
@@ -414,7 +419,8 @@ impl CoreFlows {
         ] {
             let off = u16::from(rtcp != 0);
             let (ek, pk) = (FlowKey::port(e + off), FlowKey::port(p + off));
-            let drop_rtp = rtcp == 0 && !s.edge_sends;
+            let drop_rtp = rtcp == 0 && !s.dirs.sends(Leg::Outside);
+            let timeout = self.config.idle_timeout_ms;
             out.insert(
                 ek,
                 FlowEntry {
@@ -429,6 +435,7 @@ impl CoreFlows {
                     peer: pk,
                     srtp_in: client_tx.params,
                     srtp_out: plain(&s.phone_rx),
+                    idle_timeout_ms: s.dirs.idle_timeout_from(Leg::Outside, timeout),
                     ..base
                 },
             );
@@ -443,6 +450,7 @@ impl CoreFlows {
                     keepalive_ms: self.config.keepalive_ms,
                     srtp_in: plain(&s.phone_tx),
                     srtp_out: client_rx.params,
+                    idle_timeout_ms: s.dirs.idle_timeout_from(Leg::Inside, timeout),
                     ..base
                 },
             );

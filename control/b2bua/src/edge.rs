@@ -17,14 +17,16 @@
 //!
 //! All of a call's entries use one demux pair and are owned by that pair's worker
 //! (`pair % workers`, invariant 5). The edge passes `a=crypto`, directions and hold
-//! through untouched: encryption is the core's to enforce.
+//! through untouched: encryption is the core's to enforce. As on the core, the entries of
+//! a direction on hold carry no idle timeout (the data plane would otherwise remove them
+//! during a long hold, and nothing would reinstall them at the resume).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use edgeway_map_schema::{flags, Action, Endpoint, FlowEntry, FlowKey, DEMUX_RTP_PORT};
 
-use crate::media::{hide_sender, inspect, reject, rewrite_address, Remote};
+use crate::media::{hide_sender, inspect, reject, rewrite_address, Directions, Remote};
 use crate::plan::{FlowUpdate, PortPool};
 use crate::session::{call_lifecycle, Kind, Session, StreamPorts};
 use crate::{flow_id, Leg, Limits, PlanError, Planned};
@@ -67,6 +69,8 @@ struct EdgeStream {
     /// Where the core receives (and so sends from).
     core: Option<Remote>,
     clock_rate: u32,
+    /// What each leg's SDP says about sending and receiving (hold).
+    dirs: Directions,
 }
 
 impl StreamPorts for EdgeStream {
@@ -193,6 +197,7 @@ impl EdgeFlows {
             };
             let stream = &mut session.streams[i];
             stream.clock_rate = line.clock_rate;
+            stream.dirs.note(from, line);
             if from == Leg::Inside {
                 stream.core = line.remote.or(stream.core);
             }
@@ -211,7 +216,7 @@ impl EdgeFlows {
         let mut out = BTreeMap::new();
         for (i, s) in streams.iter().enumerate() {
             if let (Some(e), Some(core)) = (s.port, s.core) {
-                self.stream_entries(i, e, core, s.clock_rate, &mut out);
+                self.stream_entries(i, e, core, s, &mut out);
             }
         }
         out
@@ -222,15 +227,15 @@ impl EdgeFlows {
         index: usize,
         e: u16,
         core: Remote,
-        clock_rate: u32,
+        s: &EdgeStream,
         out: &mut BTreeMap<FlowKey, FlowEntry>,
     ) {
+        let timeout = self.config.idle_timeout_ms;
         let base = FlowEntry {
             flow_id: flow_id(self.call_id, index),
-            idle_timeout_ms: self.config.idle_timeout_ms,
             action: Action::Relay as u8,
             worker: self.worker,
-            clock_rate,
+            clock_rate: s.clock_rate,
             ..FlowEntry::default()
         };
         for (client_port, demux, core_port, rtcp) in [
@@ -247,6 +252,7 @@ impl EdgeFlows {
                     out_local_port: demux,
                     out_remote: Endpoint::new(core.ip.octets(), core_port),
                     peer: demux_key,
+                    idle_timeout_ms: s.dirs.idle_timeout_from(Leg::Outside, timeout),
                     ..base
                 },
             );
@@ -256,6 +262,7 @@ impl EdgeFlows {
                     flags: rtcp,
                     out_local_port: client_port,
                     peer: client_key,
+                    idle_timeout_ms: s.dirs.idle_timeout_from(Leg::Inside, timeout),
                     ..base
                 },
             );

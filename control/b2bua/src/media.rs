@@ -33,6 +33,8 @@ pub(crate) struct MediaLine {
     pub(crate) remote: Option<Remote>,
     /// Whether the sender of the SDP will send (sendrecv/sendonly, address not 0.0.0.0).
     pub(crate) sends: bool,
+    /// Whether the sender of the SDP will receive (sendrecv/recvonly, address not 0.0.0.0).
+    pub(crate) receives: bool,
     /// The `a=crypto` values, in order.
     pub(crate) crypto: Vec<String>,
     /// RTP clock rate of the first format (a=rtpmap, static types), 0 when unknown.
@@ -87,6 +89,7 @@ pub(crate) fn inspect(
                 proto,
                 remote: None,
                 sends: false,
+                receives: false,
                 crypto,
                 clock_rate: 0,
             });
@@ -139,6 +142,7 @@ pub(crate) fn inspect(
                 rtcp,
             }),
             sends: !hold && matches!(dir, None | Some("sendrecv") | Some("sendonly")),
+            receives: !hold && matches!(dir, None | Some("sendrecv") | Some("recvonly")),
             crypto,
             clock_rate: clock_rate(m),
         });
@@ -147,6 +151,67 @@ pub(crate) fn inspect(
         return Err(PlanError::NoUsableMedia);
     }
     Ok((sdp, lines))
+}
+
+/// What each leg's last SDP said about one stream: whether its sender will send and will
+/// receive. Until a leg has spoken it counts as sendrecv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Directions {
+    /// Sends, receives: the outside leg's.
+    outside: (bool, bool),
+    /// Sends, receives: the inside leg's.
+    inside: (bool, bool),
+}
+
+impl Default for Directions {
+    fn default() -> Self {
+        Directions {
+            outside: (true, true),
+            inside: (true, true),
+        }
+    }
+}
+
+impl Directions {
+    /// Records what `line`, written by `from`, says.
+    pub(crate) fn note(&mut self, from: Leg, line: &MediaLine) {
+        let side = match from {
+            Leg::Outside => &mut self.outside,
+            Leg::Inside => &mut self.inside,
+        };
+        *side = (line.sends, line.receives);
+    }
+
+    /// Whether `leg` said it will send.
+    pub(crate) fn sends(&self, leg: Leg) -> bool {
+        match leg {
+            Leg::Outside => self.outside.0,
+            Leg::Inside => self.inside.0,
+        }
+    }
+
+    /// Whether media from `leg` is on hold: `leg` will not send (recvonly, inactive,
+    /// 0.0.0.0) or the other leg will not receive (sendonly, inactive, 0.0.0.0). Silence
+    /// is then what the SDP asked for, not dead media.
+    pub(crate) fn held_from(&self, leg: Leg) -> bool {
+        let (from, to) = match leg {
+            Leg::Outside => (self.outside, self.inside),
+            Leg::Inside => (self.inside, self.outside),
+        };
+        !from.0 || !to.1
+    }
+
+    /// The idle timeout of entries carrying media from `leg`: 0 (never idle) while that
+    /// direction is held, so a held call's entries are neither marked idle nor removed by
+    /// the data plane; `configured` otherwise (a changed timeout replaces the entry, which
+    /// restarts its idle clock at resume).
+    pub(crate) fn idle_timeout_from(&self, leg: Leg, configured: u32) -> u32 {
+        if self.held_from(leg) {
+            0
+        } else {
+            configured
+        }
+    }
 }
 
 fn direction<'a>(mut attrs: impl Iterator<Item = &'a str>) -> Option<&'a str> {

@@ -193,12 +193,15 @@ macro_rules! call_lifecycle {
             self.session.ledger.installed()
         }
 
-        /// The keys of the entries that carry RTP (not RTCP): what a media timeout
-        /// watches (many clients never send RTCP).
-        pub fn rtp_keys(&self) -> impl Iterator<Item = &FlowKey> + '_ {
+        /// The keys of the entries a media timeout watches: those carrying RTP (not
+        /// RTCP: many clients never send it) with an idle timeout. A direction on hold has
+        /// none (its entries never go idle), so a held call is never ended for the silence
+        /// its SDP asked for.
+        pub fn idle_watched_keys(&self) -> impl Iterator<Item = &FlowKey> + '_ {
             self.entries()
                 .iter()
                 .filter(|(_, e)| e.flags & edgeway_map_schema::flags::RTCP == 0)
+                .filter(|(_, e)| e.idle_timeout_ms != 0)
                 .map(|(k, _)| k)
         }
 

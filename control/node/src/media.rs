@@ -9,7 +9,8 @@
 //! proxy: a call has one Call-ID there); the core's B2BUA, whose two dialogs have two
 //! Call-IDs, calls [`CallMedia::request_for`] and [`CallMedia::response_for`] with the
 //! outside one as the key. [`CallMedia::idle_calls`] lists established calls whose every
-//! RTP entry went idle (the B2BUA hangs them up).
+//! RTP entry of a direction not on hold went idle (the B2BUA hangs them up; a held
+//! direction's entries carry no idle timeout, so a hold of any length survives).
 //! Offer or answer is decided per call: a body from the leg the pending offer did not come
 //! from is its answer; any other body is a new offer. What happens per method:
 //!
@@ -299,17 +300,21 @@ impl CallMedia {
         }
     }
 
-    /// Established calls whose every RTP entry the data plane marked idle or already
-    /// removed for idleness (`[media] idle_timeout_ms`): no media arrives from either side,
-    /// so they should end. RTCP entries do not count (many clients never send RTCP).
+    /// Established calls whose every watched RTP entry the data plane marked idle or
+    /// already removed for idleness (`[media] idle_timeout_ms`): no media arrives in any
+    /// direction that is not on hold, so they should end. A direction the SDP put on hold
+    /// (sendonly, recvonly, inactive, 0.0.0.0) is not watched: its entries carry no idle
+    /// timeout until the resume replaces them, which restarts their idle clock. A call
+    /// held both ways is never ended for silence; RTCP entries do not count (many clients
+    /// never send RTCP).
     pub fn idle_calls(&self) -> Vec<String> {
         self.calls
             .iter()
             .filter(|(_, c)| c.established)
             .filter(|(_, c)| {
                 let rtp: Vec<&FlowKey> = match &c.plan {
-                    Plan::Edge(p) => p.rtp_keys().collect(),
-                    Plan::Core(p) => p.rtp_keys().collect(),
+                    Plan::Edge(p) => p.idle_watched_keys().collect(),
+                    Plan::Core(p) => p.idle_watched_keys().collect(),
                 };
                 !rtp.is_empty()
                     && rtp.into_iter().all(|key| {

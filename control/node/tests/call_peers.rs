@@ -5,7 +5,9 @@
 //! TLS bridge; CANCEL, hold/resume re-INVITEs, UPDATE before and after the answer) or the
 //! test itself, whose SRTP both ways is made and checked by libsrtp (pylibsrtp, the testkit's
 //! `LibsrtpOracle`), never by edgeway's own SRTP code. Every call ends with no flow left on
-//! either node. Under `CI=true` a missing peer fails the test (testkit `require_peer`).
+//! either node; one whose media died both ways without a hold (`[media] idle_timeout_ms`)
+//! is ended with BYE on both legs. Under `CI=true` a missing peer fails the test (testkit
+//! `require_peer`).
 
 #[path = "common/call_rig.rs"]
 mod call_rig;
@@ -52,9 +54,14 @@ struct Rig {
 }
 
 /// Each test its own 800 media ports from `base` (core 400, then the edge's 400 with its
-/// demux pair first), between calls.rs's ranges and the ephemeral range, so tests run in
-/// parallel with each other and with calls.rs.
+/// demux pair first), apart from calls.rs's and call_status.rs's ranges and below the
+/// ephemeral range, so tests run in parallel with each other and with calls.rs.
 fn rig(base: u16) -> Rig {
+    rig_with(base, "")
+}
+
+/// [`rig`] with `core_media` added to the core's `[media]` section.
+fn rig_with(base: u16, core_media: &str) -> Rig {
     let core = Dataplane::start("core", &format!("{base}-{}", base + 399), &[]);
     let edge_low = base + 400;
     let edge = Dataplane::start(
@@ -64,7 +71,10 @@ fn rig(base: u16) -> Rig {
     );
     let cluster = Cluster::up(ClusterOptions {
         edge_extra: media_section(&edge.dir, &format!("demux_ports = [{edge_low}]")),
-        core_extra: media_section(&core.dir, "inside_security = \"secure\""),
+        core_extra: media_section(
+            &core.dir,
+            &format!("inside_security = \"secure\"\n{core_media}"),
+        ),
         users: Some(users()),
         ..ClusterOptions::default()
     });
@@ -466,6 +476,43 @@ impl InsidePhone {
     }
 }
 
+/// A call about to be made from the client `alice` (registered through the edge) to
+/// `callee`, registered at ucm-sim by the test: both ends' media sockets and the client's
+/// SRTP offer.
+struct InsideCall {
+    inside: InsidePhone,
+    client: SipClient,
+    client_media: UdpSocket,
+    inside_media: UdpSocket,
+    client_key: CryptoAttribute,
+    offer: String,
+}
+
+impl InsideCall {
+    fn prepare(rig: &Rig) -> InsideCall {
+        let ucm = rig.cluster.ucm.sip_tcp.expect("ucm-sim TCP");
+        let inside = InsidePhone::register(ucm, "callee", "callee-secret");
+        let mut client: SipClient = rig.cluster.client();
+        let (_, ok) = client.register("alice", 600);
+        assert_eq!(ok.status, 200, "{ok:?}");
+        let client_media = even_media_socket();
+        let client_key: CryptoAttribute = client_crypto().parse().expect("key");
+        let offer = audio_sdp(
+            "alice",
+            client_media.local_addr().expect("addr").port(),
+            &client_key,
+        );
+        InsideCall {
+            inside,
+            client,
+            client_media,
+            inside_media: even_media_socket(),
+            client_key,
+            offer,
+        }
+    }
+}
+
 fn audio_sdp(user: &str, port: u16, crypto: &CryptoAttribute) -> String {
     format!(
         "v=0\r\no={user} 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
@@ -517,21 +564,15 @@ fn libsrtp_decrypts_the_core_rekeyed_media_both_ways() {
         return;
     };
     let rig = rig(31200);
-    let ucm = rig.cluster.ucm.sip_tcp.expect("ucm-sim TCP");
-    let mut inside = InsidePhone::register(ucm, "callee", "callee-secret");
-    let mut client: SipClient = rig.cluster.client();
-    let (_, ok) = client.register("alice", 600);
-    assert_eq!(ok.status, 200, "{ok:?}");
-
     // The remote client offers its key; the inside phone sees only the core's.
-    let client_media = even_media_socket();
-    let inside_media = even_media_socket();
-    let client_key: CryptoAttribute = client_crypto().parse().expect("key");
-    let offer = audio_sdp(
-        "alice",
-        client_media.local_addr().expect("addr").port(),
-        &client_key,
-    );
+    let InsideCall {
+        mut inside,
+        mut client,
+        client_media,
+        inside_media,
+        client_key,
+        offer,
+    } = InsideCall::prepare(&rig);
     let call_id = format!("libsrtp-{}", std::process::id());
     client
         .send_raw(&invite(&client, &call_id, &offer))
@@ -647,6 +688,69 @@ fn libsrtp_decrypts_the_core_rekeyed_media_both_ways() {
     let bye_ok = client.recv_response(Duration::from_secs(10));
     assert_eq!(bye_ok.status, 200, "{bye_ok:?}");
     rig.assert_no_flow_left("BYE");
+}
+
+#[test]
+fn a_call_whose_media_died_both_ways_without_hold_is_ended_with_bye_on_both_legs() {
+    let rig = rig_with(12000, "idle_timeout_ms = 1500\n");
+    // Both ends answer sendrecv and then send nothing at all: the media is dead, not held.
+    let InsideCall {
+        mut inside,
+        mut client,
+        inside_media,
+        offer,
+        ..
+    } = InsideCall::prepare(&rig);
+    client
+        .send_raw(&invite(&client, "dead-media-1", &offer))
+        .expect("INVITE");
+    let inside_invite = inside.request();
+    let (_, core_to_phone) = media_of(&String::from_utf8_lossy(&inside_invite.body));
+    let core_to_phone: CryptoAttribute = core_to_phone
+        .expect("the core offers SDES inside")
+        .parse()
+        .expect("a=crypto");
+    let phone_key = CryptoAttribute::generate(
+        core_to_phone.tag,
+        core_to_phone.profile,
+        &mut rand::thread_rng(),
+    );
+    let phone_port = inside_media.local_addr().expect("addr").port();
+    inside.answer(
+        &inside_invite,
+        200,
+        Some(&audio_sdp("callee", phone_port, &phone_key)),
+    );
+    let ok = client.recv_response(Duration::from_secs(10));
+    assert_eq!(ok.status, 200, "{ok:?}\n{}", rig.logs());
+    client
+        .send_raw(&in_dialog(&client, "ACK", 1, &ok))
+        .expect("ACK");
+    let answered = std::time::Instant::now();
+    let bye = client
+        .recv_request(Duration::from_secs(8))
+        .unwrap_or_else(|| panic!("no BYE for the dead call\n{}", rig.logs()));
+    assert_eq!(bye.method.as_str(), "BYE");
+    assert!(
+        answered.elapsed() >= Duration::from_millis(1000),
+        "BYE only after the idle timeout: {:?}",
+        answered.elapsed()
+    );
+    let reason = |r: &Request| {
+        r.headers
+            .first(&HeaderName::parse("Reason"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(reason(&bye).contains("media idle"), "{bye:?}");
+    client.respond(&bye, 200);
+    let inside_bye = std::iter::repeat_with(|| inside.request())
+        .find(|r| r.method.as_str() != "ACK")
+        .expect("a request");
+    assert_eq!(inside_bye.method.as_str(), "BYE");
+    assert!(reason(&inside_bye).contains("media idle"), "{inside_bye:?}");
+    inside.answer(&inside_bye, 200, None);
+    rig.assert_no_flow_left("the media timeout");
 }
 
 fn invite(client: &SipClient, call_id: &str, sdp: &str) -> Vec<u8> {

@@ -6,6 +6,9 @@
 //! (recorded on the wire) is a dialog of its own (Call-ID, From tag, the core's Via and
 //! Contact); UPDATE mid-call, CANCEL before answer (487), the setup timeout (408), BYE
 //! from either side and a call from the inside phone to the client each leave no flow.
+//! With `[media] idle_timeout_ms` on both nodes, an `a=inactive` hold three times longer
+//! than the timeout keeps the call and every entry and resumes with media both ways, and a
+//! one-way hold whose sending side is silent too is ended with BYE ("media idle").
 
 #[path = "common/call_rig.rs"]
 mod call_rig;
@@ -179,17 +182,8 @@ fn hold_and_resume_reinvites_keep_the_call_and_media_resumes() {
     let (media, ok, edge_media, _) = establish(&mut rig, "call-hold-1", 26000..27000);
     let port = media.local_addr().expect("addr").port();
     let mut tx = context(CLIENT_CRYPTO);
-    for (cseq, version, direction) in [(2, 2, "sendonly"), (3, 3, "sendrecv")] {
-        let reinvite = with_sdp(
-            in_dialog(&rig.client, "INVITE", cseq, &ok),
-            &client_offer(port, version, direction),
-        );
-        rig.client.send_raw(&reinvite).expect("re-INVITE");
-        let answered = final_response(&mut rig.client);
-        assert_eq!(answered.status, 200, "{direction}: {answered:?}");
-        rig.client
-            .send_raw(&in_dialog(&rig.client, "ACK", cseq, &ok))
-            .expect("ACK");
+    for (cseq, direction) in [(2, "sendonly"), (3, "sendrecv")] {
+        let answered = reoffer(&mut rig, &ok, port, cseq, direction);
         assert_eq!(rig.edge_dp.flows(), 4, "edge entries after {direction}");
         assert_eq!(rig.core_dp.flows(), 4, "core entries after {direction}");
         if direction == "sendrecv" {
@@ -214,6 +208,22 @@ fn hold_and_resume_reinvites_keep_the_call_and_media_resumes() {
     assert!(eventually(Duration::from_secs(2), || rig.edge_dp.flows()
         == 0
         && rig.core_dp.flows() == 0));
+}
+
+/// A re-INVITE of the client's call `ok` offering `direction` (SDP version `cseq`),
+/// answered 200 and ACKed: the answer.
+fn reoffer(rig: &mut Rig, ok: &Response, port: u16, cseq: u32, direction: &str) -> Response {
+    let offer = with_sdp(
+        in_dialog(&rig.client, "INVITE", cseq, ok),
+        &client_offer(port, cseq, direction),
+    );
+    rig.client.send_raw(&offer).expect("re-INVITE");
+    let answered = final_response(&mut rig.client);
+    assert_eq!(answered.status, 200, "{direction}: {answered:?}");
+    rig.client
+        .send_raw(&in_dialog(&rig.client, "ACK", cseq, ok))
+        .expect("ACK");
+    answered
 }
 
 /// SRTP from the client reaches the phone and the phone's, re-keyed with `crypto`, reaches
@@ -762,27 +772,44 @@ m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
 }
 
 #[test]
-fn a_call_whose_media_goes_idle_is_ended_with_bye_on_both_legs() {
+fn a_hold_longer_than_the_media_timeout_keeps_the_call_and_a_silent_one_way_hold_ends_it() {
     let mut rig = rig_with(
         27000,
         499,
         500,
-        |o| o.core_extra.push_str("idle_timeout_ms = 1500\n"),
+        |o| {
+            o.core_extra.push_str("idle_timeout_ms = 1500\n");
+            o.edge_extra.push_str("idle_timeout_ms = 1500\n");
+        },
         None,
     );
-    let (media, ok, _, _) = establish(&mut rig, "call-idle-1", 27500..28000);
+    let (media, ok, edge_media, crypto) = establish(&mut rig, "call-idle-1", 27500..28000);
     let port = media.local_addr().expect("addr").port();
-    // Media stops both ways: the client holds with a=inactive (the phone then sends
-    // nothing either) and sends nothing.
-    let hold = with_sdp(
-        in_dialog(&rig.client, "INVITE", 2, &ok),
-        &client_offer(port, 2, "inactive"),
+    // An a=inactive hold (the phone answers inactive: nothing flows either way) lasting
+    // three times the media timeout: no BYE, and neither node lost an entry.
+    reoffer(&mut rig, &ok, port, 2, "inactive");
+    if let Some(r) = rig.client.recv_request(Duration::from_millis(4500)) {
+        panic!(
+            "the held call got {} {:?}\ncore:\n{}",
+            r.method,
+            r.headers.first(&HeaderName::parse("Reason")),
+            rig.cluster.core().log.text()
+        );
+    }
+    assert_eq!(
+        (rig.edge_dp.flows(), rig.core_dp.flows()),
+        (4, 4),
+        "entries kept through the hold"
     );
-    rig.client.send_raw(&hold).expect("re-INVITE");
-    assert_eq!(final_response(&mut rig.client).status, 200);
-    rig.client
-        .send_raw(&in_dialog(&rig.client, "ACK", 2, &ok))
-        .expect("ACK");
+    assert_eq!(rig.cluster.ucm.calls().len(), 1, "the phone's call is up");
+    // Resume: media flows both ways again on the call's entries.
+    let resumed = reoffer(&mut rig, &ok, port, 3, "sendrecv");
+    let (again, _) = media_of(&String::from_utf8_lossy(&resumed.body));
+    assert_eq!(again, edge_media);
+    media_flows_both_ways(&rig, &media, edge_media, &crypto, "after a long hold");
+    // A one-way hold (a=sendonly: the phone answers recvonly and goes silent) whose
+    // sending side sends nothing either: the media is dead, and the call is ended.
+    reoffer(&mut rig, &ok, port, 4, "sendonly");
     let held = std::time::Instant::now();
     let bye = rig
         .client

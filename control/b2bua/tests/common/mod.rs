@@ -153,3 +153,36 @@ pub fn params(a: &CryptoAttribute) -> SrtpParams {
 pub fn has_line(body: &[u8], line: &str) -> bool {
     String::from_utf8_lossy(body).lines().any(|l| l == line)
 }
+
+/// The phone's answer to an inside offer: it takes `tag` of the offered keys (secure) or
+/// plain RTP, from port 20000.
+pub fn phone_answer(
+    inside_offer: &[u8],
+    tag: Option<u32>,
+    seed: u64,
+    extra: &str,
+) -> (Vec<u8>, Option<edgeway_srtp::sdes::CryptoAttribute>) {
+    match tag {
+        Some(tag) => {
+            let offered = crypto_of(inside_offer, 0);
+            let chosen = offered.iter().find(|c| c.tag == tag).unwrap();
+            let key =
+                edgeway_srtp::sdes::CryptoAttribute::generate(tag, chosen.profile, &mut rng(seed));
+            let body = sdp(
+                "10.1.1.9",
+                &[(
+                    "audio",
+                    20000,
+                    "RTP/SAVP",
+                    &lines(std::slice::from_ref(&key)),
+                    extra,
+                )],
+            );
+            (body, Some(key))
+        }
+        None => (
+            sdp("10.1.1.9", &[("audio", 20000, "RTP/AVP", &[], extra)]),
+            None,
+        ),
+    }
+}
