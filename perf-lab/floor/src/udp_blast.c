@@ -1,5 +1,5 @@
 // udp_blast: sends RATE pps (0: as fast as one core can) of 172-byte UDP payloads from SRC:5004
-// to DST:40000-40999 with sendmmsg (32 a call) for SECONDS, drains replies with recvmmsg, and
+// to DST:40000-41998 (even ports) with sendmmsg (32 a call) for SECONDS, drains replies with recvmmsg, and
 // reports sent/received pps and its own CPU. Usage: udp_blast SRC DST RATE SECONDS
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -33,7 +33,7 @@ int main(int argc, char **argv) {
 	while (1) {
 		double t = now_s() - t0; if (t > secs) break;
 		if (rate == 0 || sent < t * rate) {
-			for (int i = 0; i < B; i++) { dst[i].sin_port = htons(40000 + (seq++ % 1000)); }
+			for (int i = 0; i < B; i++) { dst[i].sin_port = htons(40000 + 2 * (seq++ % 1000)); }
 			int k = sendmmsg(fd, m, B, 0); if (k > 0) sent += k;
 		}
 		int k = recvmmsg(fd, r, B, MSG_DONTWAIT, NULL); if (k > 0) recvd += k;
