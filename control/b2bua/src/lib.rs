@@ -59,8 +59,11 @@
 //! (re-INVITE and its ACK, UPDATE, PRACK, INFO, REFER, NOTIFY, SUBSCRIBE, MESSAGE, OPTIONS,
 //! BYE) are rebuilt on the other dialog by [`DialogPair`] and their responses mapped back
 //! onto the original request; a request the far leg never answers gets 408, and a
-//! re-INVITE crossing a pending one is refused (`PairError::Glare`: answer 491). Not here:
-//! forking (the first To tag is the call's) and `Refer-To` rewriting. The media plan only needs to be told which leg an SDP body came from and
+//! re-INVITE crossing a pending one is refused (`PairError::Glare`: answer 491). Attended
+//! transfer: a `Replaces` (RFC 3891) in an INVITE or in a REFER's Refer-To names a dialog by
+//! one leg's identifiers; [`DialogPair::map_replaces`] gives the other leg's, and
+//! [`rewrite_refer_to`] puts them back into the Refer-To. Not here: forking (the first To
+//! tag is the call's). The media plan only needs to be told which leg an SDP body came from and
 //! whether it is an offer or an answer (offer in INVITE/UPDATE, answer in its 2xx; or
 //! offer in a 2xx, answer in the ACK).
 #![forbid(unsafe_code)]
@@ -72,6 +75,7 @@ mod edge;
 mod error;
 mod media;
 mod plan;
+mod replaces;
 mod session;
 
 use std::fmt;
@@ -83,6 +87,7 @@ pub use edge::{EdgeCall, EdgeConfig};
 pub use error::PlanError;
 pub use media::Remote;
 pub use plan::{ApplyError, FlowUpdate, PortPool};
+pub use replaces::{refer_to_replaces, rewrite_refer_to, Replaces, ReplacesError};
 
 /// A call's two sides as seen from one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,9 +1,13 @@
 //! The B2BUA's two dialogs: in-dialog requests (re-INVITE with its ACK, UPDATE, REFER,
 //! BYE) translated leg to leg with each leg's Call-ID, tags and CSeq space, responses
-//! mapped back onto the original request, and what does not belong refused.
+//! mapped back onto the original request, and what does not belong refused. Attended
+//! transfer: `Replaces` (RFC 3891) and a Refer-To's `?Replaces=` mapped from one leg's
+//! dialog identifiers to the other's, in both directions.
 #![allow(clippy::unwrap_used)]
 
-use edgeway_b2bua::{DialogPair, Leg, PairError};
+use edgeway_b2bua::{
+    refer_to_replaces, rewrite_refer_to, DialogPair, Leg, PairError, Replaces, ReplacesError,
+};
 use edgeway_sip::{Dialog, HeaderName, Message, Method, Request, Response, Via};
 
 fn request(text: &str) -> Request {
@@ -329,4 +333,151 @@ fn update_and_refer_from_the_phone_reach_the_client_in_the_outside_cseq_space() 
         ),
         (200, 12, Method::Bye)
     );
+}
+
+fn replaces(value: &str) -> Replaces {
+    Replaces::parse(value).unwrap()
+}
+
+#[test]
+fn replaces_maps_each_legs_dialog_to_the_other_legs_both_ways() {
+    let pair = pair();
+    // The client names the outside dialog as the UA receiving the INVITE will see it:
+    // to-tag the core's (its local tag there), from-tag the client's.
+    let out = replaces("out-call-1;to-tag=core-out;from-tag=client1");
+    let inside = pair.map_replaces(Leg::Outside, &out).unwrap().unwrap();
+    assert_eq!(
+        inside.to_string(),
+        "in-call-1;to-tag=phone1;from-tag=core-in",
+        "the phone compares to-tag to its own tag and from-tag to the core's"
+    );
+    // And back: what the phone writes for its dialog becomes the client's view.
+    let back = pair
+        .map_replaces(
+            Leg::Inside,
+            &replaces("in-call-1;to-tag=core-in;from-tag=phone1;early-only"),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        back.to_string(),
+        "out-call-1;to-tag=client1;from-tag=core-out;early-only",
+        "other parameters are kept"
+    );
+    // Written from the other end's view (tags the other way round): kept that way round.
+    let reversed = pair
+        .map_replaces(
+            Leg::Outside,
+            &replaces("out-call-1;to-tag=client1;from-tag=core-out"),
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reversed.to_string(),
+        "in-call-1;to-tag=core-in;from-tag=phone1"
+    );
+    // Another dialog's Call-ID: not this pair's to map (it may not cross the B2BUA).
+    assert_eq!(
+        pair.map_replaces(Leg::Inside, &out).unwrap(),
+        None,
+        "the outside Call-ID is not an inside dialog"
+    );
+    assert_eq!(
+        pair.map_replaces(Leg::Outside, &replaces("elsewhere@x;to-tag=a;from-tag=b"))
+            .unwrap(),
+        None
+    );
+    // Our Call-ID with tags that are not the dialog's: RFC 3891's "no match".
+    let err = pair
+        .map_replaces(
+            Leg::Outside,
+            &replaces("out-call-1;to-tag=core-out;from-tag=someone"),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReplacesError::NoMatch {
+                leg: Leg::Outside,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn malformed_replaces_values_are_refused_precisely() {
+    for (value, why) in [
+        ("", "no Call-ID"),
+        (";to-tag=a;from-tag=b", "no Call-ID"),
+        ("c1;from-tag=b", "no to-tag"),
+        ("c1;to-tag=a", "no from-tag"),
+        ("c1;to-tag=;from-tag=b", "a tag without a value"),
+        ("c1;to-tag;from-tag=b", "a tag without a value"),
+        ("c1;to-tag=a;to-tag=c;from-tag=b", "a tag given twice"),
+        ("c1;;to-tag=a;from-tag=b", "empty parameter"),
+        (
+            "c 1;to-tag=a;from-tag=b",
+            "character not allowed in a Call-ID",
+        ),
+        (
+            "c1,c2;to-tag=a;from-tag=b",
+            "character not allowed in a Call-ID",
+        ),
+    ] {
+        match Replaces::parse(value) {
+            Err(ReplacesError::Syntax { reason, .. }) => assert_eq!(reason, why, "{value:?}"),
+            other => panic!("{value:?}: {other:?}"),
+        }
+    }
+    let long = format!("{};to-tag=a", "x".repeat(500));
+    let err = Replaces::parse(&long).unwrap_err().to_string();
+    assert!(err.len() < 150, "the value in the error is clipped: {err}");
+    // Case-insensitive parameter names, spaces around them.
+    let r = replaces("abc@host ; TO-TAG = a ; From-Tag=b");
+    assert_eq!((r.to_tag.as_str(), r.from_tag.as_str()), ("a", "b"));
+}
+
+#[test]
+fn a_refer_to_replaces_is_rewritten_escaped_and_the_rest_kept() {
+    let pair = pair();
+    let refer_to = "\"Bob\" <sip:2002@example.com;user=phone\
+?Replaces=out-call-1%3Bto-tag%3Dcore-out%3Bfrom-tag%3Dclient1&Require=replaces>;method=INVITE";
+    let found = refer_to_replaces(refer_to).unwrap().unwrap();
+    assert_eq!(
+        found,
+        replaces("out-call-1;to-tag=core-out;from-tag=client1")
+    );
+    let mapped = pair.map_replaces(Leg::Outside, &found).unwrap().unwrap();
+    let rewritten = rewrite_refer_to(refer_to, &mapped).unwrap();
+    assert_eq!(
+        rewritten,
+        "\"Bob\" <sip:2002@example.com;user=phone\
+?Replaces=in-call-1%3Bto-tag%3Dphone1%3Bfrom-tag%3Dcore-in&Require=replaces>;method=INVITE"
+    );
+    assert_eq!(refer_to_replaces(&rewritten).unwrap(), Some(mapped));
+    // A Call-ID with '@' is escaped in the URI and decoded again.
+    let at = replaces("abc@core.example.com;to-tag=x;from-tag=y");
+    let with_at = rewrite_refer_to(refer_to, &at).unwrap();
+    assert!(
+        with_at.contains("abc%40core.example.com%3Bto-tag%3Dx"),
+        "{with_at}"
+    );
+    assert_eq!(refer_to_replaces(&with_at).unwrap(), Some(at));
+    // No Replaces (a blind transfer), or a non-SIP target: nothing to map.
+    assert_eq!(refer_to_replaces("<sip:2002@example.com>").unwrap(), None);
+    assert_eq!(refer_to_replaces("<tel:+15551234>").unwrap(), None);
+    // A malformed Refer-To, or a malformed Replaces inside it.
+    assert!(matches!(
+        refer_to_replaces("<sip:2002@example.com"),
+        Err(ReplacesError::ReferTo { .. })
+    ));
+    assert!(matches!(
+        refer_to_replaces("<sip:2002@example.com?Replaces=c1%3Bto-tag%3Da>"),
+        Err(ReplacesError::Syntax {
+            reason: "no from-tag",
+            ..
+        })
+    ));
 }

@@ -23,6 +23,11 @@
 //! dialog and a non-2xx is ACKed here, CANCEL is answered 200 and sent on for the new
 //! INVITE (its 487 comes back), and BYE, re-INVITE, UPDATE, PRACK, INFO, REFER/NOTIFY,
 //! OPTIONS, SUBSCRIBE and MESSAGE inside the call's dialogs cross through `DialogPair`.
+//! Attended transfer: a `Replaces` in an INVITE and the `?Replaces=` of a REFER's Refer-To
+//! name a dialog by the identifiers of the leg they arrive on; when it is one of this
+//! core's calls they are rewritten to the call's other leg (its Call-ID, tags swapped per
+//! side), otherwise passed unchanged; an INVITE naming one of our Call-IDs with the wrong
+//! tags gets 481 (RFC 3891 §3), a malformed value 400.
 //! Out-of-dialog OPTIONS, MESSAGE, SUBSCRIBE and NOTIFY (and dialogs a SUBSCRIBE makes)
 //! stay proxied as before. Both dialogs' SDP goes through [`CallMedia`] keyed by the
 //! outside Call-ID (the one the edge sees). [`CoreProxy::call_timeouts`]: a call not
@@ -37,7 +42,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use edgeway_b2bua::{B2bCall, CallError, Leg, NewLeg, PairError, SetupState};
+use edgeway_b2bua::{
+    refer_to_replaces, rewrite_refer_to, B2bCall, CallError, Leg, NewLeg, PairError, Replaces,
+    ReplacesError, SetupState,
+};
 use edgeway_sip::{
     ContactList, DialogError, HeaderName, Host, Message, Method, NameAddr, Request, Response,
     SipUri, Uri, Via,
@@ -1013,6 +1021,9 @@ impl CoreProxy {
         out: &mut Vec<CoreOutput>,
     ) {
         let callee = other_leg(caller);
+        if let Err(bytes) = self.map_transfer_headers(caller, &mut req) {
+            return Self::send_on(out, caller, ucm, bytes);
+        }
         let new_call_id = format!("{}{}@{}", random_hex(), random_hex(), self.host);
         let media_key = match caller {
             Leg::Outside => req.headers.call_id().unwrap_or_default().to_owned(),
@@ -1063,6 +1074,92 @@ impl CoreProxy {
         );
     }
 
+    /// A `Replaces` written on `leg` mapped to the other leg of the call it names;
+    /// `Ok(None)` when it names no call of this core (a dialog that does not cross it).
+    fn map_replaces(&self, leg: Leg, r: &Replaces) -> Result<Option<Replaces>, ReplacesError> {
+        let Some(c) = self
+            .call_ids
+            .get(&(leg, r.call_id.clone()))
+            .and_then(|n| self.calls.get(n))
+        else {
+            return Ok(None);
+        };
+        match c.call.pair() {
+            Some(pair) => pair.map_replaces(leg, r),
+            // Ours, but no dialog yet (no To tag answered): nothing it can match.
+            None => Err(ReplacesError::NoMatch {
+                leg,
+                call_id: r.call_id.clone(),
+            }),
+        }
+    }
+
+    /// Rewrites the transfer headers of `req` (received on `leg`) to name the other legs'
+    /// dialogs: `Replaces` in an INVITE (RFC 3891) and the `?Replaces=` of a REFER's
+    /// Refer-To (RFC 3515). `Err` holds the refusal: 400 for a malformed value or a
+    /// Replaces in another method or given twice (RFC 3891 §3), 481 for an INVITE's
+    /// Replaces naming one of this core's calls with tags that are not its dialog's. A
+    /// REFER's unmatched Replaces passes unchanged (the INVITE it leads to is refused).
+    fn map_transfer_headers(&self, leg: Leg, req: &mut Request) -> Result<(), Vec<u8>> {
+        let replaces_name = HeaderName::parse("Replaces");
+        let refuse_with = |req: &Request, status: u16, reason: String| {
+            self.counters
+                .transfer_refused
+                .fetch_add(1, Ordering::Relaxed);
+            if status == 400 {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            }
+            local_response(req, status, &reason, &[])
+        };
+        let bad = |req: &Request, e: &dyn std::fmt::Display| {
+            refuse_with(req, 400, reason_phrase("Bad Request", e))
+        };
+        let values: Vec<String> = req
+            .headers
+            .values(&replaces_name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if !values.is_empty() {
+            if req.method != Method::Invite {
+                return Err(bad(
+                    req,
+                    &format!("Replaces is for INVITE only, not {}", req.method),
+                ));
+            }
+            if values.len() > 1 {
+                return Err(bad(req, &"more than one Replaces"));
+            }
+            let r = Replaces::parse(&values[0]).map_err(|e| bad(req, &e))?;
+            match self.map_replaces(leg, &r) {
+                Ok(Some(mapped)) => {
+                    let _ = req.headers.replace(replaces_name, mapped.to_string());
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let reason = reason_phrase("Call/Transaction Does Not Exist", &e);
+                    return Err(refuse_with(req, 481, reason));
+                }
+            }
+        }
+        if req.method == Method::Refer {
+            let Some(refer_to) = req.headers.first(&HeaderName::ReferTo).map(str::to_owned) else {
+                return Ok(());
+            };
+            let mapped = refer_to_replaces(&refer_to)
+                .map_err(|e| bad(req, &e))?
+                .and_then(|r| self.map_replaces(leg, &r).ok().flatten());
+            if let Some(mapped) = mapped {
+                let value = rewrite_refer_to(&refer_to, &mapped).map_err(|e| bad(req, &e))?;
+                req.headers
+                    .replace(HeaderName::ReferTo, value)
+                    .map_err(|e| bad(req, &e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// A request in call `n`'s dialog on `from`.
     fn call_request(
         &mut self,
@@ -1074,6 +1171,12 @@ impl CoreProxy {
     ) {
         let to = other_leg(from);
         let via = self.leg_via(to);
+        if req.method != Method::Ack {
+            if let Err(bytes) = self.map_transfer_headers(from, &mut req) {
+                let ucm = self.calls.get(&n).map_or(0, |c| c.ucm);
+                return Self::send_on(out, from, ucm, bytes);
+            }
+        }
         let Some(c) = self.calls.get_mut(&n) else {
             return;
         };
@@ -1471,6 +1574,20 @@ Max-Forwards: 69\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:phone1@exam
 Call-ID: out1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.1:5061;transport=tls>\r\n\
 Content-Length: 0\r\n\r\n";
 
+    /// The phone answers the core's `inside` INVITE 200 with To tag `ph`: what the edge gets.
+    fn phone_answers(core: &mut CoreProxy, t0: Instant, inside: &Request) -> Response {
+        let mut ok = inside.make_response(200, "OK", Some("ph"));
+        ok.headers
+            .push(HeaderName::Contact, "<sip:2001@127.0.0.1:5060>")
+            .expect("Contact");
+        let mut out = Vec::new();
+        core.ucm_message(t0, 1, Message::Response(ok), &mut out);
+        let [CoreOutput::ToEdge(back)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        response(back)
+    }
+
     #[test]
     fn a_client_invite_becomes_a_dialog_of_its_own_and_the_answer_maps_back() {
         let (mut core, _) = core();
@@ -1490,16 +1607,7 @@ Content-Length: 0\r\n\r\n";
         assert!(h.first(&HeaderName::RecordRoute).is_none());
         assert_eq!(core.call_count(), 1);
         // The phone answers on the inside dialog; the client gets the core's tag.
-        let mut ok = inside.make_response(200, "OK", Some("ph"));
-        ok.headers
-            .push(HeaderName::Contact, "<sip:2001@127.0.0.1:5060>")
-            .expect("Contact");
-        out.clear();
-        core.ucm_message(t0, 1, Message::Response(ok), &mut out);
-        let [CoreOutput::ToEdge(back)] = &out[..] else {
-            panic!("{out:?}")
-        };
-        let back = response(back);
+        let back = phone_answers(&mut core, t0, &inside);
         assert_eq!(back.status, 200);
         assert_eq!(back.headers.call_id().expect("Call-ID"), "out1");
         assert_eq!(
@@ -1513,6 +1621,98 @@ Content-Length: 0\r\n\r\n";
             .headers
             .first(&HeaderName::Contact)
             .is_some_and(|c| c.contains("core.example.com")));
+    }
+
+    #[test]
+    fn a_phones_refer_with_replaces_reaches_the_edge_naming_the_outside_dialog() {
+        let (mut core, counters) = core();
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        core.edge_message(t0, parse(CLIENT_INVITE.as_bytes()), &mut out);
+        let [_, CoreOutput::ToUcm(1, inside)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let inside = request(inside);
+        let back = phone_answers(&mut core, t0, &inside);
+        let core_outside_tag = back
+            .headers
+            .to_addr()
+            .expect("To")
+            .tag()
+            .expect("tag")
+            .to_owned();
+        let inside_call_id = inside.headers.call_id().expect("Call-ID").to_owned();
+        let core_inside_tag = inside
+            .headers
+            .from_addr()
+            .expect("From")
+            .tag()
+            .expect("tag")
+            .to_owned();
+        // The phone transfers: it names its own dialog (the core's tag is its remote one).
+        let in_dialog = |method: &str, extra: &str| {
+            format!(
+                "{method} sip:core.example.com:5060;transport=tcp SIP/2.0\r\n\
+Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-{method}\r\nMax-Forwards: 70\r\n\
+From: <sip:phone1@example.com>;tag=ph\r\nTo: <sip:alice@example.com>;tag={core_inside_tag}\r\n\
+Call-ID: {inside_call_id}\r\nCSeq: 2 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+            )
+        };
+        let escaped = inside_call_id.replace('@', "%40");
+        let refer = in_dialog(
+            "REFER",
+            &format!(
+                "Refer-To: <sip:2002@example.com?Replaces={escaped}%3Bto-tag%3D{core_inside_tag}\
+%3Bfrom-tag%3Dph>\r\n"
+            ),
+        );
+        out.clear();
+        core.ucm_message(t0, 1, parse(refer.as_bytes()), &mut out);
+        let [CoreOutput::ToEdge(fwd)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let fwd = request(fwd);
+        assert_eq!(
+            fwd.headers.first(&HeaderName::ReferTo),
+            Some(
+                format!(
+                    "<sip:2002@example.com?Replaces=out1%3Bto-tag%3Da1%3Bfrom-tag%3D{core_outside_tag}>"
+                )
+                .as_str()
+            ),
+            "the client's view of the dialog: its own tag to, the core's from"
+        );
+        // Replaces outside an INVITE: 400 (RFC 3891 §3), counted; nothing forwarded.
+        out.clear();
+        let info = in_dialog("INFO", "Replaces: out1;to-tag=a;from-tag=b\r\n");
+        core.ucm_message(t0, 1, parse(info.as_bytes()), &mut out);
+        let [CoreOutput::ToUcm(1, refused)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let refused = response(refused);
+        assert_eq!(refused.status, 400);
+        assert!(
+            refused
+                .reason
+                .contains("Replaces is for INVITE only, not INFO"),
+            "{}",
+            refused.reason
+        );
+        // A malformed Replaces inside a Refer-To: 400 too.
+        out.clear();
+        let bad = in_dialog(
+            "REFER",
+            "Refer-To: <sip:2002@example.com?Replaces=x%3Bto-tag%3Da>\r\n",
+        );
+        core.ucm_message(t0, 1, parse(bad.as_bytes()), &mut out);
+        let [CoreOutput::ToUcm(1, refused)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let refused = response(refused);
+        assert_eq!(refused.status, 400);
+        assert!(refused.reason.contains("no from-tag"), "{}", refused.reason);
+        assert_eq!(counters.transfer_refused.load(Ordering::Relaxed), 2);
+        assert_eq!(counters.malformed.load(Ordering::Relaxed), 2);
     }
 
     #[test]

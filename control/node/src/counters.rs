@@ -94,4 +94,8 @@ counters! {
     media_refused,
     /// Flow-table writes that failed (the call was torn down).
     media_table_errors,
+    /// Requests refused for their transfer headers (core): a malformed Replaces or
+    /// Refer-To (400), or an INVITE whose Replaces names a call of this core with tags
+    /// that are not its dialog's (481, RFC 3891).
+    transfer_refused,
 }

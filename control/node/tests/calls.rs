@@ -20,7 +20,7 @@ use call_rig::{
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use edgeway_sip::{HeaderName, Response};
+use edgeway_sip::{HeaderName, Method, Response};
 use edgeway_testkit::control::{eventually, Cluster, ClusterOptions};
 
 /// Each test its own media ranges below the ephemeral range (core `base`.., edge
@@ -844,5 +844,132 @@ fn a_hold_longer_than_the_media_timeout_keeps_the_call_and_a_silent_one_way_hold
         rig.cluster.ucm.counter("calls_ended"),
         1,
         "the phone got its BYE"
+    );
+}
+
+/// `bytes` (a request) with the header line `header` added before its CSeq.
+fn with_header(bytes: Vec<u8>, header: &str) -> Vec<u8> {
+    String::from_utf8(bytes)
+        .expect("text")
+        .replacen("\r\nCSeq:", &format!("\r\n{header}\r\nCSeq:"), 1)
+        .into_bytes()
+}
+
+/// Sends the client's INVITE of `call_id` (media `port`, `header` added) and returns its
+/// final response, ACKing a 200.
+fn call(rig: &mut Rig, call_id: &str, port: u16, header: Option<&str>) -> Response {
+    let invite = srtp_invite(rig, call_id, port);
+    let invite = match header {
+        Some(h) => with_header(invite, h),
+        None => invite,
+    };
+    rig.client.send_raw(&invite).expect("INVITE");
+    let answered = final_response(&mut rig.client);
+    if answered.status == 200 {
+        rig.client
+            .send_raw(&in_dialog(&rig.client, "ACK", 1, &answered))
+            .expect("ACK");
+    }
+    answered
+}
+
+#[test]
+fn attended_transfer_headers_reach_ucm_naming_the_inside_dialog_and_a_wrong_replaces_gets_481() {
+    let recorder = Recorder::start();
+    let mut rig = rig_with(13000, 499, 500, |_| {}, Some(&recorder));
+    let (media, first, _, _) = establish(&mut rig, "xfer-1", 13500..14000);
+    let port = media.local_addr().expect("addr").port();
+    // The consultation call, and its inside dialog as the phone sees it: the core's
+    // INVITE (Call-ID, From tag) and the phone's tag (the To of the core's ACK).
+    let consult = call(&mut rig, "xfer-2", port + 2, None);
+    assert_eq!(consult.status, 200, "{consult:?}");
+    let core_tag = tag_of(consult.headers.first(&HeaderName::To).expect("To"));
+    let mut inside = None;
+    eventually(Duration::from_secs(3), || {
+        let sent = recorder.requests();
+        let invite = sent.iter().filter(|r| r.method == Method::Invite).nth(1);
+        inside = invite.and_then(|i| {
+            let call_id = i.headers.call_id().ok()?.to_owned();
+            let ack = sent.iter().find(|r| {
+                r.method == Method::Ack && r.headers.call_id().is_ok_and(|c| c == call_id)
+            })?;
+            let ours = i.headers.from_addr().ok()?.tag()?.to_owned();
+            let phones = ack.headers.to_addr().ok()?.tag()?.to_owned();
+            Some((call_id, ours, phones))
+        });
+        inside.is_some()
+    });
+    let (inside_call_id, core_inside_tag, phone_tag) =
+        inside.unwrap_or_else(|| panic!("the consultation's inside INVITE and ACK"));
+    assert_ne!(inside_call_id, "xfer-2");
+
+    // REFER on the first call: transfer the phone to the consultation (RFC 3891 in the
+    // Refer-To, written with the outside dialog's identifiers as the client knows them).
+    let refer = with_header(
+        in_dialog(&rig.client, "REFER", 2, &first),
+        &format!(
+            "Refer-To: <sip:phone1@example.com?Replaces=xfer-2%3Bto-tag%3D{core_tag}\
+             %3Bfrom-tag%3Da-xfer-2>\r\nReferred-By: <sip:alice@example.com>"
+        ),
+    );
+    rig.client.send_raw(&refer).expect("REFER");
+    let accepted = final_response(&mut rig.client);
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    let sent_refer = recorder
+        .requests()
+        .into_iter()
+        .find(|r| r.method == Method::Refer)
+        .expect("the REFER reached Unified CM");
+    let expected = format!(
+        "<sip:phone1@example.com?Replaces={}%3Bto-tag%3D{phone_tag}%3Bfrom-tag%3D{core_inside_tag}>",
+        inside_call_id.replace('@', "%40")
+    );
+    assert_eq!(
+        sent_refer.headers.first(&HeaderName::ReferTo),
+        Some(expected.as_str()),
+        "the Replaces names the inside dialog as the phone knows it"
+    );
+
+    // The transfer target's INVITE with Replaces (here from the client) likewise.
+    let replacing = call(
+        &mut rig,
+        "xfer-3",
+        port + 4,
+        Some(&format!(
+            "Replaces: xfer-2;to-tag={core_tag};from-tag=a-xfer-2"
+        )),
+    );
+    assert_eq!(replacing.status, 200, "{replacing:?}");
+    let sent: Vec<_> = recorder.requests();
+    let replaces: Vec<&str> = sent
+        .iter()
+        .filter(|r| r.method == Method::Invite)
+        .filter_map(|r| r.headers.first(&HeaderName::parse("Replaces")))
+        .collect();
+    assert_eq!(
+        replaces,
+        vec![format!(
+            "{inside_call_id};to-tag={phone_tag};from-tag={core_inside_tag}"
+        )],
+        "the INVITE's Replaces names the inside dialog"
+    );
+
+    // Our Call-ID with tags that are not the dialog's: RFC 3891's no match, from the core.
+    let wrong = call(
+        &mut rig,
+        "xfer-4",
+        port + 6,
+        Some("Replaces: xfer-2;to-tag=not-the-core;from-tag=a-xfer-2"),
+    );
+    assert_eq!(wrong.status, 481, "{wrong:?}");
+    assert_eq!(rig.cluster.core().counter("transfer_refused"), 1);
+    assert_eq!(
+        recorder
+            .requests()
+            .iter()
+            .filter(|r| r.method == Method::Invite)
+            .count(),
+        3,
+        "the refused INVITE never went inside"
     );
 }
