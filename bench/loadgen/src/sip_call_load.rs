@@ -27,6 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use edgeway_flowtable::unix_ms;
 use edgeway_sip::{Frame, FramerError, Message, ParseLimits, Request, StreamFramer};
 use edgeway_srtp::SrtpProfile;
 use hdrhistogram::Histogram;
@@ -212,6 +213,10 @@ pub struct CallLoadReport {
     pub media: Option<TrialReport>,
     /// CPU per role, the generator included.
     pub cpu: Vec<RoleCpu>,
+    /// The window `media_cpu_pct` covers (warm-up over → the trial's drain done) in Unix ms, so
+    /// counters sampled outside the generator (per-CPU time, XDP program statistics) can be
+    /// cut to the same window. None without media.
+    pub media_window_unix_ms: Option<(u64, u64)>,
 }
 
 /// Counters shared by the tasks (one thread: `RefCell`).
@@ -967,6 +972,7 @@ async fn drive(
     // Media on every call both ends agreed.
     let mut media_report = None;
     let mut media_cpu = None;
+    let mut media_window = None;
     let mut media_calls = 0u64;
     let mut inside_srtp = 0u64;
     if let Some(mp) = &p.media {
@@ -1030,7 +1036,8 @@ async fn drive(
             let warm = Instant::now() + mp.warmup;
             tokio::task::spawn_local(async move {
                 sleep_until(warm).await;
-                *before_set.borrow_mut() = Some((Instant::now(), cpu_sample(&pids_warm)));
+                *before_set.borrow_mut() =
+                    Some((Instant::now(), unix_ms(), cpu_sample(&pids_warm)));
             });
             std::thread::spawn(move || {
                 let result = (|| {
@@ -1041,13 +1048,15 @@ async fn drive(
                         .map_err(|e| e.to_string())?;
                     gen.trial(&trial).map_err(|e| e.to_string())
                 })();
-                let _ = tx.send((Instant::now(), cpu_sample(&pids_media), result));
+                let _ = tx.send((Instant::now(), unix_ms(), cpu_sample(&pids_media), result));
             });
-            if let Ok((t_end, after, result)) = rx.await {
+            if let Ok((t_end, unix_end, after, result)) = rx.await {
                 let b = before.borrow().clone();
-                if let Some((t_start, before)) = b {
-                    let wall = t_end.saturating_duration_since(t_start).as_secs_f64()
-                        - mp.drain.as_secs_f64();
+                if let Some((t_start, unix_start, before)) = b {
+                    // Both samples bound the window: warm-up over → the trial returned (its
+                    // drain ends as soon as every packet is in, so it is not a fixed second).
+                    let wall = t_end.saturating_duration_since(t_start).as_secs_f64();
+                    media_window = Some((unix_start, unix_end));
                     media_cpu = Some(
                         before
                             .iter()
@@ -1135,6 +1144,7 @@ async fn drive(
         inside_srtp_calls: inside_srtp,
         media: media_report,
         cpu,
+        media_window_unix_ms: media_window,
     }
 }
 
