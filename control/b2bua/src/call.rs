@@ -19,12 +19,19 @@
 //! up ([`B2bCall::give_up`]: 408 to the caller, CANCEL to the callee), and an established
 //! one can be hung up on both legs ([`B2bCall::hang_up`]).
 //!
+//! Session timers (RFC 4028, [`crate::SessionTimer`]): every 2xx to INVITE or UPDATE the
+//! caller hands to [`B2bCall::session_response`] restarts the negotiated interval; an
+//! answered call whose interval passed with no refresh is [`B2bCall::session_expired`].
+//!
 //! Forking is not handled: the first To tag a callee answers with is the call's.
+
+use std::time::Instant;
 
 use edgeway_sip::{Dialog, HeaderName, Method, NameAddr, Request, Response, Uri, Via};
 use thiserror::Error;
 
 use crate::dialogs::{copy_headers, DialogPair, PairError, END_TO_END, RESPONSE_END_TO_END};
+use crate::timer::{SessionTimer, TimerError};
 use crate::Leg;
 
 /// Why a message could not be handled by the call.
@@ -103,6 +110,8 @@ pub struct B2bCall {
     state: SetupState,
     /// Whether a final response went to the caller (its ACK for a non-2xx is absorbed).
     final_sent: bool,
+    /// The session timer (RFC 4028) the endpoints negotiated.
+    timer: SessionTimer,
 }
 
 fn other(leg: Leg) -> Leg {
@@ -165,6 +174,7 @@ impl B2bCall {
             pair: None,
             state: SetupState::Calling,
             final_sent: false,
+            timer: SessionTimer::default(),
         };
         Ok((call, out))
     }
@@ -187,6 +197,27 @@ impl B2bCall {
             &self.outgoing
         };
         r.headers.call_id().unwrap_or("")
+    }
+
+    /// A response received on either leg at `now`, for the session timer: a 2xx to INVITE
+    /// or UPDATE (the answer or a refresh) restarts the session interval (RFC 4028).
+    pub fn session_response(
+        &mut self,
+        now: Instant,
+        response: &Response,
+    ) -> Result<(), TimerError> {
+        self.timer.response(now, response)
+    }
+
+    /// Whether the answered call's session interval passed by `now` with no refresh: it
+    /// should be hung up ([`B2bCall::hang_up`]).
+    pub fn session_expired(&self, now: Instant) -> bool {
+        self.state == SetupState::Confirmed && self.timer.expired(now)
+    }
+
+    /// The call's session timer.
+    pub fn session_timer(&self) -> &SessionTimer {
+        &self.timer
     }
 
     /// The INVITE sent on the callee's leg.

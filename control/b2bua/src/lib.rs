@@ -62,7 +62,9 @@
 //! re-INVITE crossing a pending one is refused (`PairError::Glare`: answer 491). Attended
 //! transfer: a `Replaces` (RFC 3891) in an INVITE or in a REFER's Refer-To names a dialog by
 //! one leg's identifiers; [`DialogPair::map_replaces`] gives the other leg's, and
-//! [`rewrite_refer_to`] puts them back into the Refer-To. Not here: forking (the first To
+//! [`rewrite_refer_to`] puts them back into the Refer-To. Session timers (RFC 4028,
+//! [`SessionTimer`]): an answered call whose negotiated interval passes with no refresh
+//! (re-INVITE or UPDATE answered 2xx) is to be hung up. Not here: forking (the first To
 //! tag is the call's). The media plan only needs to be told which leg an SDP body came from and
 //! whether it is an offer or an answer (offer in INVITE/UPDATE, answer in its 2xx; or
 //! offer in a 2xx, answer in the ACK).
@@ -77,6 +79,7 @@ mod media;
 mod plan;
 mod replaces;
 mod session;
+mod timer;
 
 use std::fmt;
 
@@ -88,6 +91,7 @@ pub use error::PlanError;
 pub use media::Remote;
 pub use plan::{ApplyError, FlowUpdate, PortPool};
 pub use replaces::{refer_to_replaces, rewrite_refer_to, Replaces, ReplacesError};
+pub use timer::{SessionTimer, TimerError, MIN_SESSION_INTERVAL};
 
 /// A call's two sides as seen from one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

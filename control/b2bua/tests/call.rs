@@ -1,12 +1,12 @@
 //! A B2BUA call from its first INVITE: the new leg's identity, early dialogs with PRACK
 //! (RAck translated) and UPDATE, the answer and its end-to-end ACK, INFO/REFER/NOTIFY in
 //! the dialogs, CANCEL with the 487 and its hop-by-hop ACK, the setup give-up and the 408
-//! for a request the far leg never answers.
+//! for a request the far leg never answers; session timers (RFC 4028) on a fake clock.
 #![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
-use edgeway_b2bua::{B2bCall, Leg, NewLeg, SetupState};
+use edgeway_b2bua::{B2bCall, Leg, NewLeg, SetupState, TimerError};
 use edgeway_sip::{HeaderName, Message, Method, NameAddr, Request, Response, Uri, Via};
 
 fn request(text: &str) -> Request {
@@ -506,4 +506,106 @@ fn an_answer_the_media_plan_refuses_goes_back_as_the_refusal_and_the_callee_is_a
         ]
     );
     assert_eq!(call.state(), SetupState::Ended);
+}
+
+#[test]
+fn a_session_interval_with_no_refresh_expires_the_call_and_refreshes_restart_it() {
+    let secs = Duration::from_secs;
+    let t0 = Instant::now();
+    let (mut call, out) = start();
+    // Ringing does not start the timer; the answer does, with its Session-Expires.
+    let ringing = phone(&out, 180, &[("Session-Expires", "90;refresher=uac")]);
+    call.session_response(t0, &ringing).unwrap();
+    assert_eq!(call.session_timer().expires_at(), None);
+    let ok = phone(&out, 200, &[("Session-Expires", "90;refresher=uac")]);
+    call.setup_response(&ok, None).unwrap();
+    call.session_response(t0, &ok).unwrap();
+    assert_eq!(call.session_timer().interval(), Some(secs(90)));
+    assert!(!call.session_expired(t0 + secs(89)));
+    assert!(call.session_expired(t0 + secs(90)), "no refresh in 90 s");
+
+    // The client refreshes at 60 s with a re-INVITE: its 2xx (from the phone's leg, as it
+    // crosses) restarts the interval; an UPDATE at 140 s does too.
+    let reinvite = call
+        .request(
+            Leg::Outside,
+            &from_client("INVITE", 11, ""),
+            &via("z9hG4bK-r1"),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+    let refreshed = phone(&reinvite, 200, &[("Session-Expires", "90;refresher=uac")]);
+    call.session_response(t0 + secs(60), &refreshed).unwrap();
+    assert!(!call.session_expired(t0 + secs(149)));
+    let update = call
+        .request(
+            Leg::Outside,
+            &from_client("UPDATE", 12, ""),
+            &via("z9hG4bK-u1"),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+    call.session_response(
+        t0 + secs(140),
+        &phone(&update, 200, &[("Session-Expires", "120")]),
+    )
+    .unwrap();
+    assert!(!call.session_expired(t0 + secs(259)));
+    assert!(
+        call.session_expired(t0 + secs(260)),
+        "the new interval: 120 s"
+    );
+    // A refused refresh (491) or a 2xx to another method is no refresh.
+    call.session_response(t0 + secs(250), &phone(&update, 491, &[]))
+        .unwrap();
+    let info = call
+        .request(
+            Leg::Outside,
+            &from_client("INFO", 13, ""),
+            &via("z9hG4bK-i1"),
+            None,
+        )
+        .unwrap()
+        .unwrap();
+    call.session_response(t0 + secs(250), &phone(&info, 200, &[]))
+        .unwrap();
+    assert!(call.session_expired(t0 + secs(260)));
+
+    // Below RFC 4028's 90 s floor: enforced as 90 s. Not a number: refused, counted by
+    // the caller, the interval unchanged (the 2xx is still a refresh).
+    call.session_response(
+        t0 + secs(300),
+        &phone(&update, 200, &[("Session-Expires", "5")]),
+    )
+    .unwrap();
+    assert_eq!(call.session_timer().interval(), Some(secs(90)));
+    for bad in ["abc", "-5", "0", "+9", " ;refresher=uas", "99999999999"] {
+        let err = call
+            .session_response(
+                t0 + secs(300),
+                &phone(&update, 200, &[("Session-Expires", bad)]),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, TimerError::BadSessionExpires { .. }),
+            "{bad}: {err}"
+        );
+    }
+    assert_eq!(call.session_timer().interval(), Some(secs(90)));
+    // A 2xx with no Session-Expires: the session no longer expires.
+    call.session_response(t0 + secs(300), &phone(&update, 200, &[]))
+        .unwrap();
+    assert!(!call.session_expired(t0 + secs(100_000)));
+}
+
+#[test]
+fn a_call_not_answered_never_expires_by_its_session_timer() {
+    let t0 = Instant::now();
+    let (mut call, out) = start();
+    let early = phone(&out, 183, &[("Session-Expires", "90")]);
+    call.setup_response(&early, None).unwrap();
+    call.session_response(t0, &early).unwrap();
+    assert!(!call.session_expired(t0 + Duration::from_secs(1000)));
 }

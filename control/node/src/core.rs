@@ -34,7 +34,9 @@
 //! answered within `core.call_setup_timeout_ms` (180 s) gets 408 on the caller's leg and a
 //! CANCEL on the callee's; an in-dialog request unanswered for 32 s gets 408 (the timer
 //! F give-up; TCP/TLS only, so nothing is retransmitted); an established call whose every
-//! RTP entry went idle is hung up with BYE on both legs; after the traversal zone drops,
+//! RTP entry went idle, or whose negotiated session interval (RFC 4028: the Session-Expires
+//! of the last 2xx to INVITE or UPDATE, at least 90 s) passed with no refresh, is hung up
+//! with BYE on both legs (recorded as a timeout); after the traversal zone drops,
 //! the inside legs are ended.
 
 use std::collections::HashMap;
@@ -1247,6 +1249,10 @@ impl CoreProxy {
         let ucm = c.ucm;
         let to = other_leg(leg);
         let method = resp.headers.cseq().map(|c| c.method).ok();
+        if c.call.session_response(now, &resp).is_err() {
+            // A bad Session-Expires in a 2xx: the call goes on with the interval it had.
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+        }
         if leg != c.call.caller() && c.call.is_setup_response(&resp) {
             let answer = resp.is_success().then(|| resp.clone());
             if let Some(media) = &mut self.media {
@@ -1336,8 +1342,9 @@ impl CoreProxy {
 
     /// The B2BUA's timers; call about every second: calls not answered within the setup
     /// timeout are cancelled (408 to the caller, CANCEL to the callee), requests forwarded
-    /// in a dialog and unanswered for 32 s get 408, calls whose media went idle are hung
-    /// up with BYE on both legs, ended calls are forgotten after 32 s, and after the
+    /// in a dialog and unanswered for 32 s get 408, calls whose media went idle or whose
+    /// session interval (RFC 4028 Session-Expires) passed with no refresh are hung up with
+    /// BYE on both legs, ended calls are forgotten after 32 s, and after the
     /// traversal zone went down every call's inside leg is ended.
     pub fn call_timeouts(&mut self, now: Instant, out: &mut Vec<CoreOutput>) {
         let idle: Vec<String> = self
@@ -1347,6 +1354,7 @@ impl CoreProxy {
             .unwrap_or_default();
         let orphaned = std::mem::take(&mut self.calls_orphaned);
         let vias = [self.leg_via(Leg::Outside), self.leg_via(Leg::Inside)];
+        let counters = &self.counters;
         let mut forget = Vec::new();
         let mut end_media = Vec::new();
         for (n, c) in &mut self.calls {
@@ -1363,8 +1371,10 @@ impl CoreProxy {
                 SetupState::Calling | SetupState::Early | SetupState::Cancelling
             );
             let media_idle = idle.contains(&c.media_key);
+            let session_expired = c.call.session_expired(now);
             if orphaned
                 || media_idle
+                || session_expired
                 || (setting_up
                     && now.saturating_duration_since(c.started) >= self.call_setup_timeout)
             {
@@ -1379,6 +1389,11 @@ impl CoreProxy {
                 } else {
                     let reason = if media_idle {
                         "SIP;cause=408;text=\"media idle\""
+                    } else if session_expired {
+                        counters
+                            .calls_session_expired
+                            .fetch_add(1, Ordering::Relaxed);
+                        "SIP;cause=408;text=\"session expired\""
                     } else {
                         "SIP;cause=503;text=\"traversal zone down\""
                     };
@@ -1574,12 +1589,37 @@ Max-Forwards: 69\r\nFrom: <sip:alice@example.com>;tag=a1\r\nTo: <sip:phone1@exam
 Call-ID: out1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.1:5061;transport=tls>\r\n\
 Content-Length: 0\r\n\r\n";
 
-    /// The phone answers the core's `inside` INVITE 200 with To tag `ph`: what the edge gets.
-    fn phone_answers(core: &mut CoreProxy, t0: Instant, inside: &Request) -> Response {
+    /// The To tag of `r`.
+    fn to_tag(r: &Response) -> String {
+        let to = r.headers.to_addr().expect("To");
+        to.tag().expect("To tag").to_owned()
+    }
+
+    /// The client's INVITE reaches the core: the INVITE it sends Unified CM.
+    fn client_calls(core: &mut CoreProxy, t0: Instant) -> Request {
+        let mut out = Vec::new();
+        core.edge_message(t0, parse(CLIENT_INVITE.as_bytes()), &mut out);
+        let [_, CoreOutput::ToUcm(1, inside)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        request(inside)
+    }
+
+    /// The phone answers the core's `inside` INVITE 200 with To tag `ph` (and `extra`
+    /// headers): what the edge gets.
+    fn phone_answers(
+        core: &mut CoreProxy,
+        t0: Instant,
+        inside: &Request,
+        extra: &[(HeaderName, &str)],
+    ) -> Response {
         let mut ok = inside.make_response(200, "OK", Some("ph"));
         ok.headers
             .push(HeaderName::Contact, "<sip:2001@127.0.0.1:5060>")
             .expect("Contact");
+        for (name, value) in extra {
+            ok.headers.push(name.clone(), *value).expect("header");
+        }
         let mut out = Vec::new();
         core.ucm_message(t0, 1, Message::Response(ok), &mut out);
         let [CoreOutput::ToEdge(back)] = &out[..] else {
@@ -1607,7 +1647,7 @@ Content-Length: 0\r\n\r\n";
         assert!(h.first(&HeaderName::RecordRoute).is_none());
         assert_eq!(core.call_count(), 1);
         // The phone answers on the inside dialog; the client gets the core's tag.
-        let back = phone_answers(&mut core, t0, &inside);
+        let back = phone_answers(&mut core, t0, &inside, &[]);
         assert_eq!(back.status, 200);
         assert_eq!(back.headers.call_id().expect("Call-ID"), "out1");
         assert_eq!(
@@ -1628,19 +1668,9 @@ Content-Length: 0\r\n\r\n";
         let (mut core, counters) = core();
         let t0 = Instant::now();
         let mut out = Vec::new();
-        core.edge_message(t0, parse(CLIENT_INVITE.as_bytes()), &mut out);
-        let [_, CoreOutput::ToUcm(1, inside)] = &out[..] else {
-            panic!("{out:?}")
-        };
-        let inside = request(inside);
-        let back = phone_answers(&mut core, t0, &inside);
-        let core_outside_tag = back
-            .headers
-            .to_addr()
-            .expect("To")
-            .tag()
-            .expect("tag")
-            .to_owned();
+        let inside = client_calls(&mut core, t0);
+        let back = phone_answers(&mut core, t0, &inside, &[]);
+        let core_outside_tag = to_tag(&back);
         let inside_call_id = inside.headers.call_id().expect("Call-ID").to_owned();
         let core_inside_tag = inside
             .headers
@@ -1713,6 +1743,61 @@ Call-ID: {inside_call_id}\r\nCSeq: 2 {method}\r\n{extra}Content-Length: 0\r\n\r\
         assert!(refused.reason.contains("no from-tag"), "{}", refused.reason);
         assert_eq!(counters.transfer_refused.load(Ordering::Relaxed), 2);
         assert_eq!(counters.malformed.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_session_interval_without_refresh_ends_the_call_and_a_refresh_restarts_it() {
+        let (mut core, counters) = core();
+        let secs = Duration::from_secs;
+        let t0 = Instant::now();
+        let mut out = Vec::new();
+        let inside = client_calls(&mut core, t0);
+        let se = [(HeaderName::SessionExpires, "90;refresher=uac")];
+        let answered = phone_answers(&mut core, t0, &inside, &se);
+        let core_tag = to_tag(&answered);
+        // The client refreshes at 60 s; the phone's 2xx crosses back.
+        let reinvite = format!(
+            "INVITE sip:core.example.com:5060;transport=tls SIP/2.0\r\n\
+Via: SIP/2.0/TLS edge.example.com:5061;branch=z9hG4bK-ewe2;ewf=3\r\n\
+Via: SIP/2.0/TLS 192.0.2.1:5061;branch=z9hG4bKc2\r\nMax-Forwards: 69\r\n\
+From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:phone1@example.com>;tag={core_tag}\r\n\
+Call-ID: out1\r\nCSeq: 2 INVITE\r\nSession-Expires: 90;refresher=uac\r\n\
+Content-Length: 0\r\n\r\n"
+        );
+        out.clear();
+        core.edge_message(t0 + secs(60), parse(reinvite.as_bytes()), &mut out);
+        let [CoreOutput::ToUcm(1, refresh)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        let refresh = request(refresh);
+        assert_eq!(
+            refresh.headers.first(&HeaderName::SessionExpires),
+            Some("90;refresher=uac"),
+            "the refresh carries the interval inside"
+        );
+        let mut ok = refresh.make_response(200, "OK", Some("ph"));
+        ok.headers.push(se[0].0.clone(), se[0].1).expect("header");
+        out.clear();
+        core.ucm_message(t0 + secs(60), 1, Message::Response(ok), &mut out);
+        assert!(matches!(&out[..], [CoreOutput::ToEdge(_)]), "{out:?}");
+        // 90 s after the answer the session was refreshed: nothing happens.
+        out.clear();
+        core.call_timeouts(t0 + secs(149), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // 90 s after the refresh with none since: BYE on both legs.
+        core.call_timeouts(t0 + secs(150), &mut out);
+        let [CoreOutput::ToEdge(outside), CoreOutput::ToUcm(1, inside_bye)] = &out[..] else {
+            panic!("{out:?}")
+        };
+        for bye in [request(outside), request(inside_bye)] {
+            assert_eq!(bye.method, Method::Bye);
+            assert!(bye
+                .headers
+                .first(&HeaderName::parse("Reason"))
+                .is_some_and(|r| r.contains("session expired")));
+        }
+        assert_eq!(counters.calls_session_expired.load(Ordering::Relaxed), 1);
+        assert_eq!(core.call_count(), 0);
     }
 
     #[test]

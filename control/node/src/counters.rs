@@ -98,4 +98,7 @@ counters! {
     /// Refer-To (400), or an INVITE whose Replaces names a call of this core with tags
     /// that are not its dialog's (481, RFC 3891).
     transfer_refused,
+    /// Calls the core hung up because their session interval (RFC 4028 Session-Expires)
+    /// passed with no refresh.
+    calls_session_expired,
 }

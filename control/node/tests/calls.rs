@@ -973,3 +973,48 @@ fn attended_transfer_headers_reach_ucm_naming_the_inside_dialog_and_a_wrong_repl
         "the refused INVITE never went inside"
     );
 }
+
+#[test]
+fn session_refreshes_cross_the_core_to_unified_cm_and_keep_the_call() {
+    let recorder = Recorder::start();
+    let mut rig = rig_with(14000, 499, 500, |_| {}, Some(&recorder));
+    let (media, ok, edge_media, crypto) = establish(&mut rig, "refresh-1", 14500..15000);
+    let port = media.local_addr().expect("addr").port();
+    let timer = "Session-Expires: 90;refresher=uac\r\nSupported: timer";
+    // A refresh by re-INVITE (the same media again), then one by UPDATE without a body.
+    let reinvite = with_header(
+        with_sdp(
+            in_dialog(&rig.client, "INVITE", 2, &ok),
+            &client_offer(port, 2, "sendrecv"),
+        ),
+        timer,
+    );
+    rig.client.send_raw(&reinvite).expect("re-INVITE");
+    let refreshed = final_response(&mut rig.client);
+    assert_eq!(refreshed.status, 200, "{refreshed:?}");
+    rig.client
+        .send_raw(&in_dialog(&rig.client, "ACK", 2, &ok))
+        .expect("ACK");
+    rig.client
+        .send_raw(&with_header(
+            in_dialog(&rig.client, "UPDATE", 3, &ok),
+            timer,
+        ))
+        .expect("UPDATE");
+    let updated = final_response(&mut rig.client);
+    assert_eq!(updated.status, 200, "{updated:?}");
+    let sent = recorder.requests();
+    for method in [Method::Invite, Method::Update] {
+        let refresh = sent
+            .iter()
+            .filter(|r| r.method == method)
+            .find(|r| r.headers.to_addr().is_ok_and(|t| t.tag().is_some()))
+            .unwrap_or_else(|| panic!("no in-dialog {method:?} reached Unified CM"));
+        assert_eq!(
+            refresh.headers.first(&HeaderName::SessionExpires),
+            Some("90;refresher=uac"),
+            "{method:?}"
+        );
+    }
+    media_flows_both_ways(&rig, &media, edge_media, &crypto, "after the refreshes");
+}
