@@ -98,12 +98,18 @@ def sample(out, pid, snmp, counters_cmd):
 
 
 def interpolate(samples, t, get):
-    """get(sample) -> list of numbers; the value at time t, linear between samples."""
+    """get(sample) -> list of numbers; the value at time t, linear between samples (the
+    nearest two on one side when t lies outside them)."""
+    if len(samples) < 2:
+        raise SystemExit(f"{len(samples)} sample(s): nothing to interpolate")
     before = [s for s in samples if s["t"] <= t]
     after = [s for s in samples if s["t"] >= t]
-    if not before or not after:
-        raise SystemExit(f"no samples around {t} ({samples[0]['t']}..{samples[-1]['t']})")
-    a, b = before[-1], after[0]
+    if not before:
+        a, b = samples[0], samples[1]
+    elif not after:
+        a, b = samples[-2], samples[-1]
+    else:
+        a, b = before[-1], after[0]
     va, vb = get(a), get(b)
     if b["t"] == a["t"]:
         return va
@@ -131,7 +137,17 @@ def window(out, t0_ms, t1_ms):
     t0, t1 = t0_ms / 1000.0, t1_ms / 1000.0
     secs = t1 - t0
     hz = os.sysconf("SC_CLK_TCK")
-    result = {"seconds": secs, "cpus": {}, "bpf": {}}
+    ts = [s["t"] for s in samples if t0 - 1 <= s["t"] <= t1 + 1]
+    # The largest stretch of the window without a sample (a starved sampler): how far the
+    # numbers lean on interpolation.
+    edges = [t0] + [t for t in ts if t0 < t < t1] + [t1]
+    result = {
+        "seconds": secs,
+        "samples": len(ts),
+        "largest_gap_s": max((b - a for a, b in zip(edges, edges[1:])), default=secs),
+        "cpus": {},
+        "bpf": {},
+    }
     for cpu in samples[-1]["cpu"]:
         a = interpolate(samples, t0, lambda s: s["cpu"][cpu])
         b = interpolate(samples, t1, lambda s: s["cpu"][cpu])

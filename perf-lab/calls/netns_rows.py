@@ -64,11 +64,18 @@ def main():
             f"softirq {c['softirq']:.0f})"
         )
 
+    gap = host.get("largest_gap_s")
+    if host.get("window_error"):
+        ns_note = f" (no window: {host['window_error']})"
+    elif gap is not None and gap > 1.0:
+        ns_note = f" (sampler gap {gap:.1f} s)"
+    else:
+        ns_note = ""
     print(
         f"| {r['attempted']} | {edge:.1f} (ctl {pct('edge-control'):.1f} + dp "
         f"{pct('edge-dataplane'):.1f} + XDP {fmt(xdp_pct, '.1f')}) | {core:.1f} (ctl "
         f"{pct('core-control'):.1f} + dp {pct('core-dataplane'):.1f}) | "
-        f"{pct('generator'):.1f} | {pct('ucm-sim'):.1f} | {fmt(ns_per_pkt, '.0f')} | "
+        f"{pct('generator'):.1f} | {pct('ucm-sim'):.1f} | {fmt(ns_per_pkt, '.0f')}{ns_note} | "
         f"{core_split(sut_cpu)} | {core_split(gen_cpu)} |"
     )
 
