@@ -71,6 +71,9 @@ def main():
         ns_note = f" (sampler gap {gap:.1f} s)"
     else:
         ns_note = ""
+    if host.get("sampler_cpu_s") is not None and host.get("seconds"):
+        # The sampler's CPU over the whole step, as an upper bound on its share of GEN_CPU.
+        ns_note += f"; sampler {host['sampler_cpu_s']:.1f} CPU s"
     print(
         f"| {r['attempted']} | {edge:.1f} (ctl {pct('edge-control'):.1f} + dp "
         f"{pct('edge-dataplane'):.1f} + XDP {fmt(xdp_pct, '.1f')}) | {core:.1f} (ctl "
