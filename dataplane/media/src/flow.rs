@@ -169,8 +169,37 @@ impl LocalFlow {
         if s.last_rx_ms != 0 {
             self.idle_since = Some(s.last_rx_ms);
         }
+        self.resume_srtp(s, true, true);
+    }
+
+    /// A new generation of the same key (a re-INVITE's hold or resume, a changed timeout)
+    /// that kept a direction's SRTP parameters continues that direction's SRTP state from
+    /// the flow it replaces: the same master key with a restarted rollover counter would
+    /// reuse keystream on the way out (RFC 3711 section 9.1) and misjudge the index of
+    /// everything past the first wrap on the way in. New keys start afresh, as does the
+    /// rest of the state (latching, statistics).
+    pub(crate) fn carry_srtp(&mut self, old: &mut LocalFlow) {
+        let same_in = old.entry.srtp_in == self.entry.srtp_in;
+        let same_out = old.entry.srtp_out == self.entry.srtp_out;
+        if self.action != Action::Rekey || old.action != Action::Rekey || !(same_in || same_out) {
+            return;
+        }
+        old.snapshot();
+        let s = old.state;
+        self.resume_srtp(&s, same_in, same_out);
+        if same_in {
+            self.state.srtp_in = s.srtp_in;
+        }
+        if same_out {
+            self.state.srtp_out = s.srtp_out;
+            self.state.srtcp_out_next = s.srtcp_out_next;
+        }
+    }
+
+    /// Restores the chosen SRTP directions from the checkpoints in `s`.
+    fn resume_srtp(&mut self, s: &FlowState, inbound: bool, outbound: bool) {
         let kind = self.checkpoint_kind();
-        if let (LegCrypto::Srtp(ctx), 1) = (&mut self.crypto_in, s.srtp_in.valid) {
+        if let (LegCrypto::Srtp(ctx), 1, true) = (&mut self.crypto_in, s.srtp_in.valid, inbound) {
             let cp = &s.srtp_in;
             ctx.restore(&StreamCheckpoint::from_recent(
                 kind,
@@ -180,7 +209,8 @@ impl LocalFlow {
             ));
             self.checkpoint_ssrc = Some(cp.ssrc);
         }
-        if let (LegCrypto::Srtp(ctx), 1) = (&mut self.crypto_out, s.srtp_out.valid) {
+        if let (LegCrypto::Srtp(ctx), 1, true) = (&mut self.crypto_out, s.srtp_out.valid, outbound)
+        {
             let cp = &s.srtp_out;
             let restored = match kind {
                 // SRTP indices follow the sender's sequence numbers, which only move on.
@@ -199,7 +229,9 @@ impl LocalFlow {
             ctx.restore(&restored);
             self.checkpoint_ssrc = Some(cp.ssrc);
         }
-        if let (LegCrypto::Srtp(ctx), 1..) = (&mut self.crypto_out, s.srtcp_out_next) {
+        if let (LegCrypto::Srtp(ctx), 1.., true) =
+            (&mut self.crypto_out, s.srtcp_out_next, outbound)
+        {
             // Other SSRCs (RTCP muxed on an RTP entry, a second source) have no checkpoint:
             // start them past everything sent before the export and what may have followed.
             ctx.raise_srtcp_send_floor(s.srtcp_out_next.saturating_add(SRTCP_RESUME_SKIP));

@@ -157,8 +157,9 @@ impl MediaWorker {
     /// Installs (or replaces) the flow for `key` from its table entry, as flow-table slot
     /// `slot`. With `state` of the same `entry.generation`, the flow resumes from it (latched
     /// source, SRTP replay and rollover state of both directions, statistics). Replacing a
-    /// flow of the same generation keeps its live state; a new generation starts afresh (the
-    /// counters of the key carry on). On error nothing is installed for `key`.
+    /// flow of the same generation keeps its live state; a new generation starts afresh
+    /// except for the SRTP state of a direction whose parameters it kept (the counters of the
+    /// key carry on). On error nothing is installed for `key`.
     pub fn install(
         &mut self,
         slot: u32,
@@ -195,6 +196,8 @@ impl MediaWorker {
                         flow.keepalive_pending = old.keepalive_pending;
                     } else if let Some(s) = state.filter(|s| s.generation == entry.generation) {
                         flow.resume(s);
+                    } else {
+                        flow.carry_srtp(old);
                     }
                     flow.counters = old.counters;
                 }

@@ -251,3 +251,67 @@ fn a_damaged_checkpoint_harms_nothing_else() {
         step(&mut w, &mut far, seq, &mut history);
     }
 }
+
+/// A re-INVITE's hold or resume replaces a call's entries with a new generation (another
+/// idle timeout, another action) but the same keys. Past the first sequence-number wrap the
+/// SRTP state must carry on: restarting it would reuse keystream on the way out and refuse
+/// (or misread) everything on the way in. New keys in a direction start that one afresh.
+#[test]
+fn a_new_generation_with_the_same_keys_carries_its_srtp_state() {
+    let (outside, inside) = (
+        SrtpProfile::AesCm128HmacSha1_80,
+        SrtpProfile::AesCm128HmacSha1_32,
+    );
+    let keys = Keys {
+        outside: Some(outside),
+        inside: Some(inside),
+    };
+    let mut entries = core_entries(keys, E_PORT, P_PORT, EDGE, 0).to_vec();
+    entries.extend(core_entries(
+        keys,
+        E_PORT + 1,
+        P_PORT + 1,
+        EDGE_RTCP,
+        flags::RTCP,
+    ));
+    let mut w = MediaWorker::new(core_config());
+    for (slot, key, e) in &entries {
+        w.install(*slot, *key, e, None).unwrap();
+    }
+    let mut far = Far {
+        phone_tx: context(inside, SEED_PHONE_TX),
+        phone_rx: context(inside, SEED_PHONE_RX),
+        client_tx: context(outside, SEED_CLIENT_TX),
+        client_rx: context(outside, SEED_CLIENT_RX),
+        client_rx_mux: context(outside, SEED_CLIENT_RX),
+    };
+    let mut seq = 65_400u16;
+    let mut history = Vec::new();
+    // The phone's stream wraps 65535 -> 0 (ROC 1); SRTCP flows on both RTCP paths.
+    for _ in 0..400 {
+        step(&mut w, &mut far, seq, &mut history);
+        seq = seq.wrapping_add(1);
+    }
+    // The hold re-INVITE: same keys, a new generation (the table bumps it on every insert).
+    for (slot, key, e) in &mut entries {
+        e.generation += 1;
+        e.idle_timeout_ms = 0;
+        w.install(*slot, *key, e, None).unwrap();
+    }
+    // Every packet after it still opens at the far ends (`step` asserts it), none is dropped,
+    // and a packet accepted before the re-INVITE is still a replay.
+    for _ in 0..200 {
+        step(&mut w, &mut far, seq, &mut history);
+        seq = seq.wrapping_add(1);
+    }
+    let ek = FlowKey::port(E_PORT);
+    let v = feed(&mut w, 0, E_PORT, EDGE, &history[history.len() - 250]);
+    assert_eq!(v.0, Verdict::Drop(DropReason::Replay));
+    let mut want = [0; DROP_REASONS];
+    want[DropReason::Replay.index()] = 1;
+    assert_eq!(w.counters(ek).unwrap().drops, want);
+    assert_eq!(
+        w.counters(FlowKey::port(P_PORT)).unwrap().drops,
+        [0; DROP_REASONS]
+    );
+}
