@@ -8,7 +8,9 @@ mod common;
 use std::collections::HashMap;
 
 use common::*;
-use edgeway_map_schema::{flags, DropReason, FlowCounters, FlowKey, FlowState, DROP_REASONS};
+use edgeway_map_schema::{
+    flags, DropReason, FlowCounters, FlowEntry, FlowKey, FlowState, DROP_REASONS,
+};
 use edgeway_media::{MediaWorker, Verdict};
 use edgeway_srtp::{SrtpContext, SrtpProfile};
 
@@ -76,7 +78,12 @@ fn rtcp_step(w: &mut MediaWorker, far: &mut Far) {
     assert_eq!(unprotect_rtcp(&mut far.client_rx, &out).unwrap(), rr);
 }
 
-fn restart(outside: SrtpProfile, inside: SrtpProfile) {
+/// A re-keyed call's RTP and RTCP entries installed on a fresh worker, and the far ends'
+/// contexts (which live through whatever the test does to the worker).
+fn call(
+    outside: SrtpProfile,
+    inside: SrtpProfile,
+) -> (Vec<(u32, FlowKey, FlowEntry)>, MediaWorker, Far) {
     let keys = Keys {
         outside: Some(outside),
         inside: Some(inside),
@@ -89,18 +96,22 @@ fn restart(outside: SrtpProfile, inside: SrtpProfile) {
         EDGE_RTCP,
         flags::RTCP,
     ));
-    let mut a = MediaWorker::new(core_config());
+    let mut w = MediaWorker::new(core_config());
     for (slot, key, e) in &entries {
-        a.install(*slot, *key, e, None).unwrap();
+        w.install(*slot, *key, e, None).unwrap();
     }
-    // The far ends: their contexts live through the restart.
-    let mut far = Far {
+    let far = Far {
         phone_tx: context(inside, SEED_PHONE_TX),
         phone_rx: context(inside, SEED_PHONE_RX),
         client_tx: context(outside, SEED_CLIENT_TX),
         client_rx: context(outside, SEED_CLIENT_RX),
         client_rx_mux: context(outside, SEED_CLIENT_RX),
     };
+    (entries, w, far)
+}
+
+fn restart(outside: SrtpProfile, inside: SrtpProfile) {
+    let (entries, mut a, mut far) = call(outside, inside);
     let mut seq = 65_000u16;
     let mut history = Vec::new();
     // 1000 packets each way: the phone's stream wraps 65535 -> 0 (ROC 1).
@@ -258,33 +269,10 @@ fn a_damaged_checkpoint_harms_nothing_else() {
 /// (or misread) everything on the way in. New keys in a direction start that one afresh.
 #[test]
 fn a_new_generation_with_the_same_keys_carries_its_srtp_state() {
-    let (outside, inside) = (
+    let (mut entries, mut w, mut far) = call(
         SrtpProfile::AesCm128HmacSha1_80,
         SrtpProfile::AesCm128HmacSha1_32,
     );
-    let keys = Keys {
-        outside: Some(outside),
-        inside: Some(inside),
-    };
-    let mut entries = core_entries(keys, E_PORT, P_PORT, EDGE, 0).to_vec();
-    entries.extend(core_entries(
-        keys,
-        E_PORT + 1,
-        P_PORT + 1,
-        EDGE_RTCP,
-        flags::RTCP,
-    ));
-    let mut w = MediaWorker::new(core_config());
-    for (slot, key, e) in &entries {
-        w.install(*slot, *key, e, None).unwrap();
-    }
-    let mut far = Far {
-        phone_tx: context(inside, SEED_PHONE_TX),
-        phone_rx: context(inside, SEED_PHONE_RX),
-        client_tx: context(outside, SEED_CLIENT_TX),
-        client_rx: context(outside, SEED_CLIENT_RX),
-        client_rx_mux: context(outside, SEED_CLIENT_RX),
-    };
     let mut seq = 65_400u16;
     let mut history = Vec::new();
     // The phone's stream wraps 65535 -> 0 (ROC 1); SRTCP flows on both RTCP paths.
