@@ -70,8 +70,12 @@ pub enum EndCause {
     Bye(Leg),
     /// The caller cancelled before answer.
     Cancel,
-    /// Not answered, or its media went idle, in time.
+    /// Not answered in time.
     Timeout,
+    /// Hung up by this node: no RTP in any direction not on hold for the media timeout.
+    MediaIdle,
+    /// Hung up by this node: a whole session interval (RFC 4028) passed with no refresh.
+    SessionExpired,
     /// This node refused the call's SDP (or its flows) with this status.
     MediaRefused(u16),
     /// The client's connection or the traversal zone went away mid-call.
@@ -100,6 +104,8 @@ impl fmt::Display for EndCause {
             EndCause::Bye(leg) => write!(f, "BYE from {leg}"),
             EndCause::Cancel => f.write_str("CANCEL"),
             EndCause::Timeout => f.write_str("timeout"),
+            EndCause::MediaIdle => f.write_str("media idle"),
+            EndCause::SessionExpired => f.write_str("session expired"),
             EndCause::MediaRefused(s) => write!(f, "media refused ({s})"),
             EndCause::ConnectionLost => f.write_str("connection lost"),
             EndCause::Maintenance => f.write_str("maintenance (503)"),

@@ -1404,7 +1404,16 @@ impl CoreProxy {
                     }
                 }
                 c.ended = Some(now);
-                end_media.push(c.media_key.clone());
+                let cause = if orphaned {
+                    crate::calls::EndCause::ConnectionLost
+                } else if setting_up {
+                    crate::calls::EndCause::Timeout
+                } else if media_idle {
+                    crate::calls::EndCause::MediaIdle
+                } else {
+                    crate::calls::EndCause::SessionExpired
+                };
+                end_media.push((c.media_key.clone(), cause));
                 continue;
             }
             for (leg, r) in c.call.expire(now, TRANSACTION_TIMEOUT) {
@@ -1412,11 +1421,9 @@ impl CoreProxy {
             }
         }
         if let Some(media) = &mut self.media {
-            for key in end_media {
-                // Orphaned calls already ended (connection lost): this names the others.
-                media
-                    .log_mut()
-                    .set_cause(&key, crate::calls::EndCause::Timeout);
+            for (key, cause) in end_media {
+                // A cause already recorded (an orphaned call's lost connection) stays.
+                media.log_mut().set_cause(&key, cause);
                 media.end(&key);
             }
         }

@@ -751,6 +751,18 @@ fn a_call_whose_media_died_both_ways_without_hold_is_ended_with_bye_on_both_legs
     assert!(reason(&inside_bye).contains("media idle"), "{inside_bye:?}");
     inside.answer(&inside_bye, 200, None);
     rig.assert_no_flow_left("the media timeout");
+    // The core's call history names why it ended the call.
+    let core = rig.cluster.core();
+    let ended = std::time::Instant::now() + Duration::from_secs(5);
+    let cause = loop {
+        let history = core.admin("calls history")["history"].clone();
+        if let Some(cause) = history[0]["cause"].as_str() {
+            break cause.to_owned();
+        }
+        assert!(std::time::Instant::now() < ended, "no history: {history}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(cause, "media idle");
 }
 
 fn invite(client: &SipClient, call_id: &str, sdp: &str) -> Vec<u8> {
