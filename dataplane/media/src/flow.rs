@@ -185,15 +185,8 @@ impl LocalFlow {
             return;
         }
         old.snapshot();
-        let s = old.state;
-        self.resume_srtp(&s, same_in, same_out);
-        if same_in {
-            self.state.srtp_in = s.srtp_in;
-        }
-        if same_out {
-            self.state.srtp_out = s.srtp_out;
-            self.state.srtcp_out_next = s.srtcp_out_next;
-        }
+        // The exported checkpoints follow from the restored contexts at the next export.
+        self.resume_srtp(&old.state, same_in, same_out);
     }
 
     /// Restores the chosen SRTP directions from the checkpoints in `s`.
