@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{core_config, edge_config, tls_client_config, ClusterOptions, Node};
+use common::{core_config, edge_config, pair_pki, tls_client_config, ClusterOptions, Node};
 use edgeway_testkit::control::curl_present;
 use edgeway_testkit::control::UcmHttpSim;
-use edgeway_testkit::pki::{Eku, TestPki};
+use edgeway_testkit::pki::Eku;
 use rustls::pki_types::ServerName;
 
 const USERS: &str = r#"
@@ -70,15 +70,7 @@ impl Rig {
     /// name"); the tunnel may not be up yet.
     fn start_verifying(subject: &str) -> Rig {
         let dir = Dir::new();
-        let pki = TestPki::new(&dir.0).expect("pki");
-        pki.issue(
-            "edge.example.com",
-            &["edge.example.com", "127.0.0.1"],
-            Eku::Both,
-        )
-        .expect("edge cert");
-        pki.issue("core.example.com", &["core.example.com"], Eku::Both)
-            .expect("core cert");
+        let pki = pair_pki(&dir.0, Eku::Both);
         let ucm = UcmHttpSim::start(&dir.0, &pki, USERS, &[]);
         let edge = Node::start(&edge_config(
             &dir.0,

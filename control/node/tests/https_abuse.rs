@@ -19,9 +19,9 @@ use base64::Engine;
 use edgeway_testkit::control::{
     core_config, edge_config, tcp_from, tls_client_config, ClusterOptions, Node,
 };
-use edgeway_testkit::control::{Scratch, USERS};
+use edgeway_testkit::control::{pair_pki, Scratch, USERS};
 use edgeway_testkit::peers::{ucm_sim_binary, UcmSim, UcmSimOptions};
-use edgeway_testkit::pki::{Eku, TestPki};
+use edgeway_testkit::pki::Eku;
 use rustls::pki_types::ServerName;
 
 /// The edge's `edge.tls_handshake_timeout_ms`, also its header-read timeout.
@@ -46,15 +46,7 @@ struct Rig {
 impl Rig {
     fn start() -> Rig {
         let dir = Scratch::new("https-abuse");
-        let pki = TestPki::new(dir.path()).expect("pki");
-        pki.issue(
-            "edge.example.com",
-            &["edge.example.com", "127.0.0.1"],
-            Eku::Both,
-        )
-        .expect("edge cert");
-        pki.issue("core.example.com", &["core.example.com"], Eku::Both)
-            .expect("core cert");
+        pair_pki(dir.path(), Eku::Both);
         let ucm = UcmSim::spawn(&ucm_sim_binary(), &UcmSimOptions::tcp_with_users(USERS));
         // The shared edge configuration with a longer handshake (and header-read) timeout
         // than its 1 s, so the cases that hold connections have room on a busy host.

@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{core_config, edge_config, ClusterOptions, Node, Scratch};
+use common::{core_config, edge_config, pair_pki, ClusterOptions, Node, Scratch};
 use edgeway_testkit::control::UcmHttpSim;
-use edgeway_testkit::pki::{Eku, TestPki};
+use edgeway_testkit::pki::Eku;
 
 const USERS: &str = r#"
 [[user]]
@@ -128,15 +128,7 @@ struct Rig {
 impl Rig {
     fn start() -> Rig {
         let dir = Scratch::new("https-pool");
-        let pki = TestPki::new(dir.path()).expect("pki");
-        pki.issue(
-            "edge.example.com",
-            &["edge.example.com", "127.0.0.1"],
-            Eku::Both,
-        )
-        .expect("edge cert");
-        pki.issue("core.example.com", &["core.example.com"], Eku::Both)
-            .expect("core cert");
+        let pki = pair_pki(dir.path(), Eku::Both);
         let ucm = UcmHttpSim::start(dir.path(), &pki, USERS, &[]);
         let relay = Relay::start(ucm.https);
         let edge = Node::start(&edge_config(
