@@ -141,6 +141,21 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
     );
     dp.insert(demux_key, to_client);
     dp.settle();
+    // The test wrote the table only (not through `edgeway_xdp::open_table`, as the control
+    // plane does), so the XDP map gets the entries from the data plane's mirror, up to one
+    // period (50 ms) after the workers have them; a packet before that is dropped as no-flow.
+    let xdp = MediaProgram::load(Some(&pins)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while [FlowKey::port(client_port), demux_key]
+        .iter()
+        .any(|k| xdp.flow(*k).unwrap().is_none())
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the mirror did not fill the XDP map within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let status = std::fs::read_to_string(dp.dir.join("xdp")).unwrap();
     assert!(status.contains("attached to e0 (generic)"), "{status}");
     assert!(status.contains("attached to e1 (generic)"), "{status}");
@@ -159,7 +174,6 @@ fn the_edge_relays_in_the_kernel_closes_the_media_range_and_survives_kill_9() {
         from, edge_client_side,
         "the client hears the edge, not the core"
     );
-    let xdp = MediaProgram::load(Some(&pins)).unwrap();
     let relayed_before = xdp.counters().unwrap().relayed_packets;
     assert_eq!(stream(&client, edge_client_side, &core, 3, 100), 100);
     assert_eq!(stream(&core, edge_core_side, &client, 4, 100), 100);
