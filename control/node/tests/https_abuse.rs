@@ -619,6 +619,47 @@ fn a_body_announced_over_the_limit_gets_413_and_one_within_it_goes_through() {
     );
 }
 
+/// A client that sends its whole refused body before reading still reads the 413: the edge
+/// answers from the head, then reads and discards the rest before it closes. (Closing with
+/// the body unread makes the kernel send a reset, which destroys the answer in the
+/// client's receive buffer.)
+#[test]
+fn a_client_still_sending_a_refused_body_reads_its_413() {
+    let rig = Rig::start();
+    let path = edge_config_path();
+    let body = 4 << 20;
+    for (what, head) in [
+        (
+            "announced",
+            format!("POST {path} HTTP/1.1\r\nHost: e\r\nContent-Length: {body}\r\n\r\n"),
+        ),
+        (
+            "chunked",
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: e\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                body
+            ),
+        ),
+    ] {
+        let mut tls = rig.connect();
+        tls.write_all(head.as_bytes()).expect("head");
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..body / chunk.len() {
+            tls.write_all(&chunk)
+                .unwrap_or_else(|e| panic!("{what}: the edge reset the upload: {e}"));
+        }
+        tls.flush().expect("flush");
+        let answer = read_response(&mut tls).unwrap_or_else(|| panic!("{what}: no answer"));
+        assert_eq!(answer.status, 413, "{what}: {answer:?}");
+        assert!(
+            closed(&mut tls),
+            "{what}: the connection stayed open after 413"
+        );
+    }
+    // The edge is still serving.
+    assert_eq!(rig.get_edge_config(None), 200);
+}
+
 #[test]
 fn a_chunked_body_over_the_limit_gets_413() {
     let rig = Rig::start();

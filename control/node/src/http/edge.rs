@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -302,31 +303,72 @@ async fn accept_clients(
                 }
                 Err(_) => return,
             };
+            // Set when an answer leaves part of the request unread (a refused body).
+            let unread = Arc::new(AtomicBool::new(false));
             let service = {
-                let shield = shield.clone();
+                let (shield, unread) = (shield.clone(), unread.clone());
                 hyper::service::service_fn(move |request| {
-                    forward(
+                    Box::pin(forward(
                         tunnel.clone(),
                         counters.clone(),
                         shield.clone(),
+                        unread.clone(),
                         peer,
                         max_body_bytes,
                         request,
-                    )
+                    ))
                 })
             };
-            let served = hyper::server::conn::http1::Builder::new()
+            let mut conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 // A slow client (slowloris) loses its connection instead of holding a task.
                 .header_read_timeout(handshake_timeout)
                 .max_buf_size(max_header_bytes.max(8192))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            let served = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await;
             // hyper answered a malformed request (400) or a header flood (431) itself.
-            if served.is_err_and(|e| e.is_parse() || e.is_parse_too_large()) {
+            let refused = served.is_err_and(|e| e.is_parse() || e.is_parse_too_large());
+            if refused {
                 record(&shield, Category::HttpCeIntrusion, peer);
             }
+            let stream = conn.into_parts().io.into_inner();
+            if refused || unread.load(Ordering::Relaxed) {
+                lingering_close(stream).await;
+            } else {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
+            }
         });
+    }
+}
+
+/// How long a refused client's remaining bytes are read and discarded after the answer.
+const LINGER: Duration = Duration::from_secs(2);
+/// The most bytes read and discarded so.
+const LINGER_BYTES: usize = 4 << 20;
+
+/// Closes a connection whose client may still be sending what we refused to read (a body
+/// over the limit, a header flood): closing a socket with unread input makes the kernel
+/// send a reset, and a reset that reaches the client before it reads our answer destroys
+/// the answer in its receive buffer (RFC 9112 §9.6). So the answer and close_notify are
+/// flushed and our side shut down first, then the rest is read and discarded until the
+/// client closes, for at most [`LINGER`] and [`LINGER_BYTES`]; the connection keeps its
+/// per-source slot meanwhile.
+async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    if tokio::time::timeout_at(deadline, stream.shutdown())
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut sink = vec![0u8; 16 << 10];
+    let mut discarded = 0;
+    while discarded < LINGER_BYTES {
+        match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
+            Ok(Ok(n)) if n > 0 => discarded += n,
+            _ => break,
+        }
     }
 }
 
@@ -345,6 +387,7 @@ async fn forward(
     tunnel: Tunnel,
     counters: Arc<HttpCounters>,
     shield: Option<Arc<Shield>>,
+    unread: Arc<AtomicBool>,
     peer: SocketAddr,
     max_body_bytes: u64,
     request: Request<Incoming>,
@@ -363,6 +406,7 @@ async fn forward(
         // Refused from the head: not a byte of the body is read or forwarded.
         counters.body_too_large.fetch_add(1, Ordering::Relaxed);
         record(&shield, Category::HttpCeIntrusion, peer);
+        unread.store(true, Ordering::Relaxed);
         return Ok(closing(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("request body over {max_body_bytes} bytes"),
@@ -384,6 +428,7 @@ async fn forward(
                 .boxed(),
             Err(e) => {
                 record(&shield, Category::HttpCeIntrusion, peer);
+                unread.store(true, Ordering::Relaxed);
                 if e.downcast_ref::<http_body_util::LengthLimitError>()
                     .is_some()
                 {
