@@ -22,11 +22,12 @@
 //! Hold: a leg whose SDP says it will not send (`recvonly`, `inactive`, or `c=0.0.0.0`)
 //! has its RTP ingress from the edge set to Drop (counted as `action_drop`); the phone's
 //! ingress stays Rekey because it carries the pinhole keepalive. Resume restores Rekey.
-//! The entries of a direction on hold (its sender's SDP says it will not send, or its
-//! receiver's that it will not receive) carry no idle timeout: the data plane never marks
-//! them idle or removes them, so a hold longer than `idle_timeout_ms` keeps the call, its
-//! keepalive and its entries; the resume replaces them with the timeout again, which
-//! restarts their idle clock.
+//! While either direction is on hold (its sender's SDP says it will not send, or its
+//! receiver's that it will not receive), the call's entries carry no idle timeout, nor do
+//! RTCP entries ever (`Directions::idle_timeout`): the data plane never marks them idle or
+//! removes them, so a hold longer than `idle_timeout_ms` keeps the call, its keepalive and
+//! its entries, even a one-way hold whose holder sends nothing; the resume replaces them
+//! with the timeout again, which restarts their idle clock.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -435,7 +436,7 @@ impl CoreFlows {
                     peer: pk,
                     srtp_in: client_tx.params,
                     srtp_out: plain(&s.phone_rx),
-                    idle_timeout_ms: s.dirs.idle_timeout_from(Leg::Outside, timeout),
+                    idle_timeout_ms: s.dirs.idle_timeout(rtcp != 0, timeout),
                     ..base
                 },
             );
@@ -450,7 +451,7 @@ impl CoreFlows {
                     keepalive_ms: self.config.keepalive_ms,
                     srtp_in: plain(&s.phone_tx),
                     srtp_out: client_rx.params,
-                    idle_timeout_ms: s.dirs.idle_timeout_from(Leg::Inside, timeout),
+                    idle_timeout_ms: s.dirs.idle_timeout(rtcp != 0, timeout),
                     ..base
                 },
             );

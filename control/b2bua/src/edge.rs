@@ -18,8 +18,9 @@
 //! All of a call's entries use one demux pair and are owned by that pair's worker
 //! (`pair % workers`, invariant 5). The edge passes `a=crypto`, directions and hold
 //! through untouched: encryption is the core's to enforce. As on the core, the entries of
-//! a direction on hold carry no idle timeout (the data plane would otherwise remove them
-//! during a long hold, and nothing would reinstall them at the resume).
+//! a call on hold (either direction) and all RTCP entries carry no idle timeout (the data
+//! plane would otherwise remove them during a long hold, and nothing would reinstall them
+//! at the resume; see `Directions::idle_timeout`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -252,7 +253,7 @@ impl EdgeFlows {
                     out_local_port: demux,
                     out_remote: Endpoint::new(core.ip.octets(), core_port),
                     peer: demux_key,
-                    idle_timeout_ms: s.dirs.idle_timeout_from(Leg::Outside, timeout),
+                    idle_timeout_ms: s.dirs.idle_timeout(rtcp != 0, timeout),
                     ..base
                 },
             );
@@ -262,7 +263,7 @@ impl EdgeFlows {
                     flags: rtcp,
                     out_local_port: client_port,
                     peer: client_key,
-                    idle_timeout_ms: s.dirs.idle_timeout_from(Leg::Inside, timeout),
+                    idle_timeout_ms: s.dirs.idle_timeout(rtcp != 0, timeout),
                     ..base
                 },
             );

@@ -201,12 +201,23 @@ impl Directions {
         !from.0 || !to.1
     }
 
-    /// The idle timeout of entries carrying media from `leg`: 0 (never idle) while that
-    /// direction is held, so a held call's entries are neither marked idle nor removed by
-    /// the data plane; `configured` otherwise (a changed timeout replaces the entry, which
-    /// restarts its idle clock at resume).
-    pub(crate) fn idle_timeout_from(&self, leg: Leg, configured: u32) -> u32 {
-        if self.held_from(leg) {
+    /// Whether either direction is on hold.
+    pub(crate) fn on_hold(&self) -> bool {
+        self.held_from(Leg::Outside) || self.held_from(Leg::Inside)
+    }
+
+    /// The idle timeout of a call's entries: `configured` for RTP while neither direction
+    /// is on hold (a changed timeout replaces the entry, which restarts its idle clock at
+    /// resume); 0 (never idle) otherwise:
+    /// - on hold in either direction: a one-way hold unwatches the direction that may still
+    ///   send too, since many clients hold with `a=sendonly` and send nothing (no music on
+    ///   hold of their own); a held call must not end for that, and signalling and session
+    ///   timers still end an abandoned one;
+    /// - RTCP: many phones send none, and the data plane removes an idle entry, which on the
+    ///   core would also stop its pinhole keepalive and so cut the other side's RTCP. The
+    ///   call's end removes them.
+    pub(crate) fn idle_timeout(&self, rtcp: bool, configured: u32) -> u32 {
+        if rtcp || self.on_hold() {
             0
         } else {
             configured

@@ -194,9 +194,8 @@ macro_rules! call_lifecycle {
         }
 
         /// The keys of the entries a media timeout watches: those carrying RTP (not
-        /// RTCP: many clients never send it) with an idle timeout. A direction on hold has
-        /// none (its entries never go idle), so a held call is never ended for the silence
-        /// its SDP asked for.
+        /// RTCP: many clients never send it) with an idle timeout. A call on hold has none
+        /// (its entries never go idle), so a held call is never ended for silence.
         pub fn idle_watched_keys(&self) -> impl Iterator<Item = &FlowKey> + '_ {
             self.entries()
                 .iter()

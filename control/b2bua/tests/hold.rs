@@ -68,14 +68,20 @@ fn watched(call: &CoreCall) -> Vec<FlowKey> {
 }
 
 #[test]
-fn a_core_hold_of_either_flavour_unwatches_the_held_direction_and_resume_restores_it() {
+fn a_core_hold_of_any_flavour_unwatches_the_call_and_resume_restores_it() {
     let t = Table::new();
     let (mut call, e, p) = core_call(&t);
     let before = call.entries().clone();
-    assert!(
-        before.values().all(|e| e.idle_timeout_ms == TIMEOUT),
-        "a call in sendrecv is watched both ways: {:?}",
-        timeouts(&before)
+    let rtp_only = BTreeMap::from([
+        (FlowKey::port(e), TIMEOUT),
+        (FlowKey::port(e + 1), 0),
+        (FlowKey::port(p), TIMEOUT),
+        (FlowKey::port(p + 1), 0),
+    ]);
+    assert_eq!(
+        timeouts(&before),
+        rtp_only,
+        "a call in sendrecv is watched both ways, on RTP only"
     );
     assert_eq!(watched(&call), vec![FlowKey::port(e), FlowKey::port(p)]);
 
@@ -94,48 +100,24 @@ fn a_core_hold_of_either_flavour_unwatches_the_held_direction_and_resume_restore
     core_reoffer(&t, &mut call, NOW + 2000, "a=sendrecv\r\n", "");
     assert_eq!(call.entries(), &before);
 
-    // The client holds with a=sendonly (music on hold), the phone answers recvonly:
-    // client -> phone (ingress E, E+1) is still watched, phone -> client (P, P+1) is not.
-    let held = core_reoffer(
-        &t,
-        &mut call,
-        NOW + 3000,
-        "a=sendonly\r\n",
-        "a=recvonly\r\n",
-    );
-    assert_eq!(held[&FlowKey::port(e)], TIMEOUT);
-    assert_eq!(held[&FlowKey::port(e + 1)], TIMEOUT);
-    assert_eq!(held[&FlowKey::port(p)], 0);
-    assert_eq!(held[&FlowKey::port(p + 1)], 0);
-    assert_eq!(watched(&call), vec![FlowKey::port(e)]);
-    // The keepalive towards the edge stays on the unwatched phone ingress.
-    assert!(call.entries()[&FlowKey::port(p)].has(flags::KEEPALIVE));
-
-    // The client holds with a=recvonly (it stops sending, the phone may send): only the
-    // phone's direction is watched. The phone's SDP alone can hold too (sendonly answer).
-    let held = core_reoffer(
-        &t,
-        &mut call,
-        NOW + 4000,
-        "a=recvonly\r\n",
-        "a=sendonly\r\n",
-    );
-    assert_eq!(
-        (held[&FlowKey::port(e)], held[&FlowKey::port(p)]),
-        (0, TIMEOUT)
-    );
-    let held = core_reoffer(
-        &t,
-        &mut call,
-        NOW + 5000,
-        "a=sendrecv\r\n",
-        "a=sendonly\r\n",
-    );
-    assert_eq!(
-        (held[&FlowKey::port(e)], held[&FlowKey::port(p)]),
-        (0, TIMEOUT),
-        "the phone will not receive: the client's direction is held"
-    );
+    // Every one-way hold unwatches the whole call, the direction that may still send too:
+    // a client holding with a=sendonly often sends nothing. The client holds with sendonly
+    // (the phone answers recvonly) or recvonly (the phone may answer sendonly), or the
+    // phone's answer alone holds (sendonly).
+    for (at, client, phone) in [
+        (3000, "a=sendonly\r\n", "a=recvonly\r\n"),
+        (4000, "a=recvonly\r\n", "a=sendonly\r\n"),
+        (5000, "a=sendrecv\r\n", "a=sendonly\r\n"),
+    ] {
+        let held = core_reoffer(&t, &mut call, NOW + at, client, phone);
+        assert!(
+            held.values().all(|t| *t == 0),
+            "{client:?} / {phone:?}: {held:?}"
+        );
+        assert!(watched(&call).is_empty());
+        // The keepalive towards the edge stays on the phone's ingress.
+        assert!(call.entries()[&FlowKey::port(p)].has(flags::KEEPALIVE));
+    }
     // An old-style hold (c=0.0.0.0) from the client holds both ways.
     let (offer, _) = jabber_offer(12, "");
     let zero = String::from_utf8(offer)
@@ -214,18 +196,26 @@ fn an_edge_hold_unwatches_its_relay_entries_and_resume_restores_them() {
         call.idle_watched_keys().copied().collect::<Vec<_>>().len(),
         2
     );
-    assert!(before.values().all(|e| e.idle_timeout_ms == TIMEOUT));
-
-    let held = step(&mut call, NOW + 1000, "a=inactive\r\n", "a=inactive\r\n");
-    assert!(held.values().all(|t| *t == 0), "{held:?}");
-    assert_eq!(call.idle_watched_keys().count(), 0);
-
-    let held = step(&mut call, NOW + 2000, "a=sendonly\r\n", "a=recvonly\r\n");
-    assert_eq!((held[&FlowKey::port(e)], held[&demux]), (TIMEOUT, 0));
+    let demux_rtcp = FlowKey::demux(2777, [172, 16, 0, 2], 40101);
     assert_eq!(
-        call.idle_watched_keys().copied().collect::<Vec<_>>(),
-        vec![FlowKey::port(e)]
+        timeouts(&before),
+        BTreeMap::from([
+            (FlowKey::port(e), TIMEOUT),
+            (FlowKey::port(e + 1), 0),
+            (demux, TIMEOUT),
+            (demux_rtcp, 0)
+        ]),
+        "RTP watched both ways, RTCP never"
     );
+
+    for (at, client, core) in [
+        (1000, "a=inactive\r\n", "a=inactive\r\n"),
+        (2000, "a=sendonly\r\n", "a=recvonly\r\n"),
+    ] {
+        let held = step(&mut call, NOW + at, client, core);
+        assert!(held.values().all(|t| *t == 0), "{client:?}: {held:?}");
+        assert_eq!(call.idle_watched_keys().count(), 0);
+    }
 
     step(&mut call, NOW + 3000, "a=sendrecv\r\n", "a=sendrecv\r\n");
     assert_eq!(timeouts(call.entries()), timeouts(&before));
