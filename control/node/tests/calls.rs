@@ -799,19 +799,7 @@ fn holds_longer_than_the_media_timeout_keep_the_call_even_one_way_with_a_silent_
     // An a=inactive hold (the phone answers inactive: nothing flows either way) lasting
     // three times the media timeout: no BYE, and neither node lost an entry.
     reoffer(&mut rig, &ok, port, 2, "inactive");
-    if let Some(r) = rig.client.recv_request(Duration::from_millis(4500)) {
-        panic!(
-            "the held call got {} {:?}\ncore:\n{}",
-            r.method,
-            r.headers.first(&HeaderName::parse("Reason")),
-            rig.cluster.core().log.text()
-        );
-    }
-    assert_eq!(
-        (rig.edge_dp.flows(), rig.core_dp.flows()),
-        (4, 4),
-        "entries kept through the hold"
-    );
+    held_call_stays(&mut rig, "the held call");
     assert_eq!(rig.cluster.ucm.calls().len(), 1, "the phone's call is up");
     // Resume: media flows both ways again on the call's entries.
     let resumed = reoffer(&mut rig, &ok, port, 3, "sendrecv");
@@ -822,19 +810,7 @@ fn holds_longer_than_the_media_timeout_keep_the_call_even_one_way_with_a_silent_
     // holder sends nothing either, as many clients without music on hold of their own do:
     // a hold all the same, so the call and its entries stay, and media resumes after it.
     reoffer(&mut rig, &ok, port, 4, "sendonly");
-    if let Some(r) = rig.client.recv_request(Duration::from_millis(4500)) {
-        panic!(
-            "the silent one-way hold got {} {:?}\ncore:\n{}",
-            r.method,
-            r.headers.first(&HeaderName::parse("Reason")),
-            rig.cluster.core().log.text()
-        );
-    }
-    assert_eq!(
-        (rig.edge_dp.flows(), rig.core_dp.flows()),
-        (4, 4),
-        "entries kept through the silent one-way hold"
-    );
+    held_call_stays(&mut rig, "the silent one-way hold");
     reoffer(&mut rig, &ok, port, 5, "sendrecv");
     media_flows_both_ways(
         &rig,
@@ -862,6 +838,24 @@ fn holds_longer_than_the_media_timeout_keep_the_call_even_one_way_with_a_silent_
         rig.cluster.ucm.counter("calls_ended"),
         1,
         "the phone got its BYE"
+    );
+}
+
+/// Three times the media timeout (1.5 s) on hold: no request reaches the client (no BYE)
+/// and neither node loses one of the call's four entries.
+fn held_call_stays(rig: &mut Rig, what: &str) {
+    if let Some(r) = rig.client.recv_request(Duration::from_millis(4500)) {
+        panic!(
+            "{what} got {} {:?}\ncore:\n{}",
+            r.method,
+            r.headers.first(&HeaderName::parse("Reason")),
+            rig.cluster.core().log.text()
+        );
+    }
+    assert_eq!(
+        (rig.edge_dp.flows(), rig.core_dp.flows()),
+        (4, 4),
+        "{what}: entries kept through the hold"
     );
 }
 
