@@ -77,15 +77,19 @@ pub enum AnswerMode {
     Busy,
     /// 180 and keep ringing until cancelled or hung up.
     Ring,
+    /// 183 Session Progress with the answer SDP, and media from the phone at once (early
+    /// media: an announcement or a ringback tone played by the far end); never picks up.
+    Early,
 }
 
 impl AnswerMode {
-    /// Parses `auto`, `busy` or `ring`.
+    /// Parses `auto`, `busy`, `ring` or `early`.
     pub fn parse(s: &str) -> Option<AnswerMode> {
         Some(match s {
             "auto" => AnswerMode::Auto,
             "busy" => AnswerMode::Busy,
             "ring" => AnswerMode::Ring,
+            "early" => AnswerMode::Early,
             _ => return None,
         })
     }
@@ -725,7 +729,23 @@ impl Switch {
             self.counters.calls_answered += 1;
             self.counters.calls_established += 1;
         } else {
-            // Keep the answer for when the phone is picked up: ring mode never picks up.
+            if mode == AnswerMode::Early {
+                let mut progress = respond(
+                    req,
+                    183,
+                    "Session Progress",
+                    vec![(HeaderName::Contact, contact.clone())],
+                );
+                let _ = progress.set_body(Some("application/sdp"), answer.clone());
+                out.push(send(origin.connection, &progress));
+                if let Some(plan) = &leg.plan {
+                    out.push(Action::Media {
+                        local,
+                        plan: plan.clone(),
+                    });
+                }
+            }
+            // Keep the answer for when the phone is picked up: ring and early never pick up.
             leg.offer = Some(Offer {
                 body: answer,
                 crypto: None,

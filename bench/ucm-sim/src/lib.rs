@@ -66,7 +66,7 @@
 //!   `trying|ringing|established|ending`, from, to, age, legs; a simulated phone's leg has
 //!   media_local, media_remote, srtp, direction and `media`: [`MediaCounters`] tx, rx,
 //!   decrypt_failures, bad, lost);
-//! * `{"cmd":"answer_mode","user":"1001","mode":"auto|busy|ring"}`: how a simulated phone
+//! * `{"cmd":"answer_mode","user":"1001","mode":"auto|busy|ring|early"}`: how a simulated phone
 //!   answers (`busy` also makes a registered user's calls get 486).
 //!
 //! Call routing, refusals and the digest choice are documented in [`calls`]; SDP checks

@@ -24,7 +24,7 @@ use edgeway_ucm_sim::Settings;
 /// Admin API commands, one JSON object per line: {"cmd":"bindings"}, {"cmd":"counters"},
 /// {"cmd":"send","method":"OPTIONS"|"MESSAGE","to":"alice","body":"...","timeout_ms":N},
 /// {"cmd":"call","from":"1001","to":"alice"}, {"cmd":"hangup","call":N}, {"cmd":"calls"},
-/// {"cmd":"answer_mode","user":"1001","mode":"auto|busy|ring"}.
+/// {"cmd":"answer_mode","user":"1001","mode":"auto|busy|ring|early"}.
 #[derive(Debug, Parser)]
 #[command(name = "ucm-sim", version)]
 struct Cli {

@@ -609,7 +609,7 @@ async fn admin_command(shared: &Shared, cmd: &Value) -> Result<Value, String> {
                 return Err("answer_mode needs \"user\" and \"mode\"".to_owned());
             };
             let mode = AnswerMode::parse(mode)
-                .ok_or_else(|| format!("mode {mode:?} is not auto, busy or ring"))?;
+                .ok_or_else(|| format!("mode {mode:?} is not auto, busy, ring or early"))?;
             let mut registrar = lock(&shared.registrar);
             lock(&shared.switch)
                 .set_answer_mode(&mut registrar, user, mode)

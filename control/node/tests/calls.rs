@@ -5,7 +5,8 @@
 //! offer without crypto gets 488 and leaves none. The core is a B2BUA: what ucm-sim receives
 //! (recorded on the wire) is a dialog of its own (Call-ID, From tag, the core's Via and
 //! Contact); UPDATE mid-call, CANCEL before answer (487), the setup timeout (408), BYE
-//! from either side and a call from the inside phone to the client each leave no flow.
+//! from either side and a call from the inside phone to the client each leave no flow. A
+//! phone's 183 with SDP carries early media both ways before any answer.
 //! With `[media] idle_timeout_ms` on both nodes, an `a=inactive` hold three times longer
 //! than the timeout keeps the call and every entry and resumes with media both ways, and so
 //! does a one-way (`a=sendonly`) hold whose holder sends nothing either.
@@ -14,13 +15,13 @@
 mod call_rig;
 
 use call_rig::{
-    client_offer, context, establish, exchange, final_response, in_dialog, invite, media_of,
-    media_section, users, with_sdp, Dataplane, Rig, CLIENT_CRYPTO,
+    client_media, client_offer, context, establish, exchange, final_response, in_dialog, invite,
+    media_of, media_section, users, with_sdp, Dataplane, Rig, CLIENT_CRYPTO,
 };
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use edgeway_sip::{HeaderName, Method, Response};
+use edgeway_sip::{Frame, HeaderName, Message, Method, Response};
 use edgeway_testkit::control::{eventually, Cluster, ClusterOptions};
 
 /// Each test its own media ranges below the ephemeral range (core `base`.., edge
@@ -486,6 +487,51 @@ fn the_inside_leg_is_a_dialog_of_its_own_update_mid_call_and_bye_from_the_phone(
         .is_empty()));
 }
 
+/// CANCELs the rig client's INVITE of `call_id`: the CANCEL gets 200 and the INVITE 487,
+/// which the client ACKs.
+fn cancel_and_ack(rig: &mut Rig, call_id: &str) {
+    rig.client
+        .send_raw(&invite_sibling(
+            rig,
+            "CANCEL",
+            call_id,
+            "<sip:phone1@example.com>",
+        ))
+        .expect("CANCEL");
+    let mut finals: Vec<Response> = (0..2).map(|_| final_response(&mut rig.client)).collect();
+    finals.sort_by_key(|r| r.status);
+    assert_eq!(
+        finals.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [200, 487],
+        "CANCEL answered, the INVITE terminated: {finals:?}"
+    );
+    assert_eq!(
+        finals[0].headers.cseq().expect("CSeq").method,
+        Method::Cancel
+    );
+    let to = finals[1]
+        .headers
+        .first(&HeaderName::To)
+        .expect("To")
+        .to_owned();
+    rig.client
+        .send_raw(&invite_sibling(rig, "ACK", call_id, &to))
+        .expect("ACK");
+}
+
+/// Within 3 s no flow is left on either node and ucm-sim has no call.
+fn assert_call_gone(rig: &Rig, when: &str) {
+    assert!(
+        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
+            && rig.core_dp.flows() == 0
+            && rig.cluster.ucm.calls().is_empty()),
+        "left {when}: edge {} core {} ucm {:?}",
+        rig.edge_dp.flows(),
+        rig.core_dp.flows(),
+        rig.cluster.ucm.calls()
+    );
+}
+
 /// The INVITE of call `call_id` from the rig's client with an SRTP offer (media on `port`).
 fn srtp_invite(rig: &Rig, call_id: &str, port: u16) -> Vec<u8> {
     invite(&rig.client, call_id, &client_offer(port, 1, "sendrecv"))
@@ -505,6 +551,51 @@ Content-Length: 0\r\n\r\n",
         local = rig.client.local,
     )
     .into_bytes()
+}
+
+/// Early media: a phone that answers 183 Session Progress with SDP (an announcement, a
+/// far-end ringback) is heard before any answer. The 183 reaches the client with the edge's
+/// relay address and fresh keys, both nodes' flows are programmed at the 183, and the
+/// phone's SRTP, re-keyed by the core, decrypts at the client while the phone hears the
+/// client. CANCEL then ends the call (487) and leaves no flow.
+#[test]
+fn early_media_in_a_183_reaches_the_client_before_the_answer_and_cancel_removes_it() {
+    let mut rig = rig_with(28000, 499, 500, |_| {}, None);
+    rig.cluster.ucm.answer_mode("phone1", "early");
+    let media = client_media();
+    let port = media.local_addr().expect("addr").port();
+    rig.client
+        .send_raw(&srtp_invite(&rig, "call-early-1", port))
+        .expect("INVITE");
+    let progress = loop {
+        match rig.client.recv_frame(Duration::from_secs(10)) {
+            Ok(Some(Frame::Message(Message::Response(r)))) => {
+                assert!(r.status < 200, "answered or refused before a 183: {r:?}");
+                if r.status == 183 {
+                    break r;
+                }
+            }
+            Ok(Some(_)) => {}
+            other => panic!("no 183 within 10 s: {other:?}"),
+        }
+    };
+    let answer = String::from_utf8_lossy(&progress.body).into_owned();
+    let (edge_media, crypto) = media_of(&answer);
+    let crypto = crypto.expect("the 183 carries the core's a=crypto");
+    assert!(
+        (28500..29000).contains(&edge_media.port()),
+        "the 183 names the edge's media port: {answer}"
+    );
+    assert!(!crypto.contains("WVNfX19zZW1jdGwg"), "client key echoed");
+    assert_eq!(
+        (rig.edge_dp.flows(), rig.core_dp.flows()),
+        (4, 4),
+        "flows programmed at the 183"
+    );
+    media_flows_both_ways(&rig, &media, edge_media, &crypto, 1, "early media");
+
+    cancel_and_ack(&mut rig, "call-early-1");
+    assert_call_gone(&rig, "after CANCEL");
 }
 
 #[test]
@@ -532,44 +623,13 @@ fn cancel_before_answer_gets_487_and_an_unanswered_call_times_out_with_408() {
         "the phone rings: {:?}",
         rig.cluster.ucm.calls()
     );
-    rig.client
-        .send_raw(&invite_sibling(
-            &rig,
-            "CANCEL",
-            "call-cancel-1",
-            "<sip:phone1@example.com>",
-        ))
-        .expect("CANCEL");
-    let mut finals: Vec<Response> = (0..2).map(|_| final_response(&mut rig.client)).collect();
-    finals.sort_by_key(|r| r.status);
-    assert_eq!(finals[0].status, 200, "CANCEL answered: {finals:?}");
-    assert_eq!(
-        finals[0].headers.cseq().expect("CSeq").method,
-        edgeway_sip::Method::Cancel
-    );
-    assert_eq!(finals[1].status, 487, "the INVITE terminated: {finals:?}");
-    let to = finals[1]
-        .headers
-        .first(&HeaderName::To)
-        .expect("To")
-        .to_owned();
-    rig.client
-        .send_raw(&invite_sibling(&rig, "ACK", "call-cancel-1", &to))
-        .expect("ACK");
+    cancel_and_ack(&mut rig, "call-cancel-1");
     assert_eq!(
         rig.cluster.ucm.counter("calls_cancelled"),
         1,
         "the phone saw the CANCEL"
     );
-    assert!(
-        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
-            && rig.core_dp.flows() == 0
-            && rig.cluster.ucm.calls().is_empty()),
-        "left after CANCEL: edge {} core {} ucm {:?}",
-        rig.edge_dp.flows(),
-        rig.core_dp.flows(),
-        rig.cluster.ucm.calls()
-    );
+    assert_call_gone(&rig, "after CANCEL");
 
     // Nobody answers: after the setup timeout the caller gets 408 and the phone a CANCEL.
     let sent = std::time::Instant::now();
@@ -591,15 +651,7 @@ fn cancel_before_answer_gets_487_and_an_unanswered_call_times_out_with_408() {
     rig.client
         .send_raw(&invite_sibling(&rig, "ACK", "call-timeout-1", &to))
         .expect("ACK");
-    assert!(
-        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
-            && rig.core_dp.flows() == 0
-            && rig.cluster.ucm.calls().is_empty()),
-        "left after the setup timeout: edge {} core {} ucm {:?}",
-        rig.edge_dp.flows(),
-        rig.core_dp.flows(),
-        rig.cluster.ucm.calls()
-    );
+    assert_call_gone(&rig, "after the setup timeout");
     assert_eq!(rig.cluster.ucm.counter("calls_cancelled"), 2);
 }
 
@@ -607,10 +659,7 @@ fn cancel_before_answer_gets_487_and_an_unanswered_call_times_out_with_408() {
 fn a_call_from_the_inside_phone_reaches_the_client_with_srtp_the_clients_bye_ends_it_and_a_plain_answer_gets_488(
 ) {
     let mut rig = rig_with(25000, 499, 500, |_| {}, None);
-    let media = std::iter::repeat_with(|| UdpSocket::bind("127.0.0.1:0").expect("client media"))
-        .find(|s| s.local_addr().is_ok_and(|a| a.port() % 2 == 0))
-        .expect("an even port");
-    media.set_nonblocking(true).expect("nonblocking");
+    let media = client_media();
     let port = media.local_addr().expect("addr").port();
     rig.cluster
         .ucm
@@ -719,15 +768,7 @@ Content-Length: 0\r\n\r\n",
     rig.client.send_raw(bye.as_bytes()).expect("BYE");
     let bye_ok = final_response(&mut rig.client);
     assert_eq!(bye_ok.status, 200, "{bye_ok:?}");
-    assert!(
-        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
-            && rig.core_dp.flows() == 0
-            && rig.cluster.ucm.calls().is_empty()),
-        "left after the client's BYE: edge {} core {} ucm {:?}",
-        rig.edge_dp.flows(),
-        rig.core_dp.flows(),
-        rig.cluster.ucm.calls()
-    );
+    assert_call_gone(&rig, "after the client's BYE");
 
     // A second call answered with plain RTP: the core cannot accept it (SRTP is required
     // towards the edge), so the phone gets 488 with the Warning and the client's dialog is
@@ -765,15 +806,7 @@ m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
         .expect("BYE");
     assert_eq!(bye.method, edgeway_sip::Method::Bye);
     rig.client.respond(&bye, 200);
-    assert!(
-        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
-            && rig.core_dp.flows() == 0
-            && rig.cluster.ucm.calls().is_empty()),
-        "left after a refused answer: edge {} core {} ucm {:?}",
-        rig.edge_dp.flows(),
-        rig.core_dp.flows(),
-        rig.cluster.ucm.calls()
-    );
+    assert_call_gone(&rig, "after a refused answer");
     assert_eq!(
         rig.cluster.ucm.counter("sdp_refused"),
         0,
@@ -825,15 +858,7 @@ fn holds_longer_than_the_media_timeout_keep_the_call_even_one_way_with_a_silent_
         .send_raw(&in_dialog(&rig.client, "BYE", 6, &ok))
         .expect("BYE");
     assert_eq!(final_response(&mut rig.client).status, 200);
-    assert!(
-        eventually(Duration::from_secs(3), || rig.edge_dp.flows() == 0
-            && rig.core_dp.flows() == 0
-            && rig.cluster.ucm.calls().is_empty()),
-        "left after BYE: edge {} core {} ucm {:?}",
-        rig.edge_dp.flows(),
-        rig.core_dp.flows(),
-        rig.cluster.ucm.calls()
-    );
+    assert_call_gone(&rig, "after BYE");
     assert_eq!(
         rig.cluster.ucm.counter("calls_ended"),
         1,

@@ -237,16 +237,22 @@ pub(crate) const CLIENT_CRYPTO: &str =
 
 /// An answered, acknowledged SRTP call from the rig's client to the phone: the client's
 /// media socket, the 200, the edge's media address and the answer's `a=crypto`.
+/// The client's non-blocking media socket on an even port (RTP takes one, RFC 3550, which
+/// the planner checks).
+pub(crate) fn client_media() -> UdpSocket {
+    let media = std::iter::repeat_with(|| UdpSocket::bind("127.0.0.1:0").expect("client media"))
+        .find(|s| s.local_addr().is_ok_and(|a| a.port() % 2 == 0))
+        .expect("an even port");
+    media.set_nonblocking(true).expect("nonblocking");
+    media
+}
+
 pub(crate) fn establish(
     rig: &mut Rig,
     call_id: &str,
     edge_range: std::ops::Range<u16>,
 ) -> (UdpSocket, Response, SocketAddr, String) {
-    // RTP takes an even port (RFC 3550), which the planner checks.
-    let media = std::iter::repeat_with(|| UdpSocket::bind("127.0.0.1:0").expect("client media"))
-        .find(|s| s.local_addr().is_ok_and(|a| a.port() % 2 == 0))
-        .expect("an even port");
-    media.set_nonblocking(true).expect("nonblocking");
+    let media = client_media();
     let port = media.local_addr().expect("addr").port();
     let sdp = format!(
         "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
