@@ -72,7 +72,8 @@ pub enum EndCause {
     Cancel,
     /// Not answered in time.
     Timeout,
-    /// Hung up by this node: no RTP in any direction not on hold for the media timeout.
+    /// Hung up by this node: no RTP either way, in a call not on hold, for the media
+    /// timeout.
     MediaIdle,
     /// Hung up by this node: a whole session interval (RFC 4028) passed with no refresh.
     SessionExpired,

@@ -9,8 +9,8 @@
 //! proxy: a call has one Call-ID there); the core's B2BUA, whose two dialogs have two
 //! Call-IDs, calls [`CallMedia::request_for`] and [`CallMedia::response_for`] with the
 //! outside one as the key. [`CallMedia::idle_calls`] lists established calls whose every
-//! RTP entry of a direction not on hold went idle (the B2BUA hangs them up; a held
-//! direction's entries carry no idle timeout, so a hold of any length survives).
+//! watched RTP entry went idle (the B2BUA hangs them up; a call on hold in either direction
+//! has no entry with an idle timeout, so a hold of any flavour and length survives).
 //! Offer or answer is decided per call: a body from the leg the pending offer did not come
 //! from is its answer; any other body is a new offer. What happens per method:
 //!
@@ -301,12 +301,11 @@ impl CallMedia {
     }
 
     /// Established calls whose every watched RTP entry the data plane marked idle or
-    /// already removed for idleness (`[media] idle_timeout_ms`): no media arrives in any
-    /// direction that is not on hold, so they should end. A direction the SDP put on hold
-    /// (sendonly, recvonly, inactive, 0.0.0.0) is not watched: its entries carry no idle
-    /// timeout until the resume replaces them, which restarts their idle clock. A call
-    /// held both ways is never ended for silence; RTCP entries do not count (many clients
-    /// never send RTCP).
+    /// already removed for idleness (`[media] idle_timeout_ms`): no media arrives either way,
+    /// so they should end. A call the SDP put on hold in either direction (sendonly,
+    /// recvonly, inactive, 0.0.0.0) is not watched: its entries carry no idle timeout until
+    /// the resume replaces them, which restarts their idle clock. RTCP entries never count
+    /// (many clients never send RTCP).
     pub fn idle_calls(&self) -> Vec<String> {
         self.calls
             .iter()
