@@ -331,13 +331,11 @@ async fn accept_clients(
             if refused {
                 record(&shield, Category::HttpCeIntrusion, peer);
             }
-            let stream = conn.into_parts().io.into_inner();
-            if refused || unread.load(Ordering::Relaxed) {
-                lingering_close(stream).await;
-            } else {
-                let mut stream = stream;
-                let _ = tokio::time::timeout(LINGER, stream.shutdown()).await;
-            }
+            close(
+                conn.into_parts().io.into_inner(),
+                refused || unread.load(Ordering::Relaxed),
+            )
+            .await;
         });
     }
 }
@@ -347,19 +345,17 @@ const LINGER: Duration = Duration::from_secs(2);
 /// The most bytes read and discarded so.
 const LINGER_BYTES: usize = 4 << 20;
 
-/// Closes a connection whose client may still be sending what we refused to read (a body
-/// over the limit, a header flood): closing a socket with unread input makes the kernel
-/// send a reset, and a reset that reaches the client before it reads our answer destroys
-/// the answer in its receive buffer (RFC 9112 §9.6). So the answer and close_notify are
-/// flushed and our side shut down first, then the rest is read and discarded until the
-/// client closes, for at most [`LINGER`] and [`LINGER_BYTES`]; the connection keeps its
-/// per-source slot meanwhile.
-async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) {
+/// Closes a client connection: the answer and close_notify flushed, our side shut down.
+/// After a refusal that left input unread (`linger`: a body over the limit, a header
+/// flood), the rest is then read and discarded until the client closes, for at most
+/// [`LINGER`] and [`LINGER_BYTES`]: closing a socket with unread input makes the kernel send
+/// a reset, and a reset that reaches the client before it reads our answer destroys the
+/// answer in its receive buffer (RFC 9112 §9.6). The connection keeps its per-source slot
+/// meanwhile.
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, linger: bool) {
     let deadline = tokio::time::Instant::now() + LINGER;
-    if tokio::time::timeout_at(deadline, stream.shutdown())
-        .await
-        .is_err()
-    {
+    let shut = tokio::time::timeout_at(deadline, stream.shutdown()).await;
+    if !linger || shut.is_err() {
         return;
     }
     let mut sink = vec![0u8; 16 << 10];
