@@ -33,11 +33,11 @@
 //! outside Call-ID (the one the edge sees). [`CoreProxy::call_timeouts`]: a call not
 //! answered within `core.call_setup_timeout_ms` (180 s) gets 408 on the caller's leg and a
 //! CANCEL on the callee's; an in-dialog request unanswered for 32 s gets 408 (the timer
-//! F give-up; TCP/TLS only, so nothing is retransmitted); an established call whose every
-//! RTP entry went idle, or whose negotiated session interval (RFC 4028: the Session-Expires
-//! of the last 2xx to INVITE or UPDATE, at least 90 s) passed with no refresh, is hung up
-//! with BYE on both legs (recorded as a timeout); after the traversal zone drops,
-//! the inside legs are ended.
+//! F give-up; TCP/TLS only, so nothing is retransmitted); an established call not on hold
+//! whose every watched RTP entry went idle, or whose negotiated session interval (RFC 4028:
+//! the Session-Expires of the last 2xx to INVITE or UPDATE, at least 90 s) passed with no
+//! refresh, is hung up with BYE on both legs (recorded as `media idle` or `session
+//! expired`); after the traversal zone drops, the inside legs are ended.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
